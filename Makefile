@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(BIN)/twistd -n twistgate --config $(CONFIG)
 
 test: $(STAMP)
-	$(BIN)/trial $(TRIAL_ARGS)
+	$(BIN)/python -m twisted.trial $(TRIAL_ARGS)
 
 filters:
 	$(MAKE) -C filters all
