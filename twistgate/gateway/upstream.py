@@ -1,0 +1,197 @@
+"""
+The upstream client: sends a proxied request to a service over persistent
+connections, with the service's connect and read timeouts and its C{retries}
+on connection failures.
+"""
+
+import ipaddress
+from typing import Callable, Dict, List, Optional, Tuple
+
+from twisted.internet import error as ierror
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from twistgate.config.model import Service
+
+HeaderPairs = List[Tuple[bytes, bytes]]
+
+
+class UpstreamError(Exception):
+    """
+    The upstream could not be reached or did not answer with valid HTTP: the
+    client gets a 502.
+    """
+
+
+class UpstreamTimeout(UpstreamError):
+    """
+    The upstream did not connect or answer in time: the client gets a 504.
+    """
+
+
+def _isIPLiteral(host: str) -> Optional[int]:
+    """
+    @return: 4 or 6 for an IPv4 or IPv6 literal, else L{None}.
+    """
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+
+
+@implementer(IAgentEndpointFactory)
+class _ServiceEndpointFactory:
+    """
+    Endpoints to upstream hosts with one connect timeout. IP literals connect
+    directly (no resolver); names go through L{HostnameEndpoint}.
+    """
+
+    def __init__(self, reactor, connectTimeout: float) -> None:
+        self._reactor = reactor
+        self._connectTimeout = connectTimeout
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        version = _isIPLiteral(host)
+        if version == 4:
+            endpoint = TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=self._connectTimeout)
+        elif version == 6:
+            endpoint = TCP6ClientEndpoint(self._reactor, host, uri.port, timeout=self._connectTimeout)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._connectTimeout)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        return endpoint
+
+
+class UpstreamClient:
+    """
+    Sends requests to services, sharing one connection pool.
+
+    @ivar pool: the persistent connection pool.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, maxPersistentPerHost: int = 64, idleTimeout: float = 60.0,
+                 endpointFactory: Optional[Callable[[object, float], IAgentEndpointFactory]] = None) -> None:
+        """
+        @param reactor: provides C{IReactorTCP} and C{IReactorTime}.
+        @param maxPersistentPerHost: idle connections kept per upstream.
+        @param idleTimeout: seconds an idle upstream connection is kept.
+        @param endpointFactory: C{(reactor, connectTimeout)} to an
+            L{IAgentEndpointFactory}; by default TCP (and TLS for https).
+        """
+        self._reactor = reactor
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = maxPersistentPerHost
+        self.pool.cachedConnectionTimeout = idleTimeout
+        self._endpointFactory = endpointFactory or _ServiceEndpointFactory
+        self._agents: Dict[float, Agent] = {}
+
+    def _agentFor(self, connectTimeout: float) -> Agent:
+        agent = self._agents.get(connectTimeout)
+        if agent is None:
+            agent = Agent.usingEndpointFactory(
+                self._reactor, self._endpointFactory(self._reactor, connectTimeout), pool=self.pool)
+            self._agents[connectTimeout] = agent
+        return agent
+
+    def request(self, service: Service, method: bytes, path: bytes, headers: HeaderPairs,
+                bodyProducerFactory: Optional[Callable[[], IBodyProducer]] = None,
+                onAttempt: Optional[Callable[[], None]] = None) -> Deferred:
+        """
+        Send one request to C{service}, retrying up to C{service.retries}
+        times when the connection cannot be made.
+
+        @param path: the request target (path and query) sent upstream.
+        @param headers: the request headers in order, C{Host} included.
+        @param bodyProducerFactory: makes a fresh body producer per attempt,
+            or L{None} for no body.
+        @param onAttempt: called as each attempt starts.
+        @return: a Deferred firing with the L{IResponse} once its headers
+            arrived; it fails with L{UpstreamTimeout} when the connection or
+            the response headers take longer than the service's timeouts, and
+            with L{UpstreamError} for anything else that went wrong.
+        """
+        host = service.host
+        if _isIPLiteral(host) == 6:
+            host = "[" + host + "]"
+        uri = "{}://{}:{}".format(service.protocol, host, service.port).encode("ascii") + path
+        requestHeaders = Headers()
+        for name, value in headers:
+            requestHeaders.addRawHeader(name, value)
+        agent = self._agentFor(service.connectTimeout / 1000.0)
+        attempt: Optional[Deferred] = None
+
+        def cancel(_: Deferred) -> None:
+            if attempt is not None:
+                attempt.cancel()
+
+        result: Deferred = Deferred(cancel)
+        retriesLeft = [service.retries]
+
+        def send() -> None:
+            nonlocal attempt
+            if onAttempt is not None:
+                onAttempt()
+            producer = bodyProducerFactory() if bodyProducerFactory is not None else None
+            attempt = agent.request(method, uri, requestHeaders, producer)
+            attempt.addTimeout(service.readTimeout / 1000.0, self._reactor)
+            attempt.addCallbacks(succeeded, failed)
+
+        def succeeded(response: IResponse) -> None:
+            result.callback(response)
+
+        def failed(failure) -> None:
+            if result.called:
+                return
+            if failure.check(defer.TimeoutError):
+                result.errback(UpstreamTimeout("no response within {} ms".format(service.readTimeout)))
+                return
+            if failure.check(ierror.ConnectError, ierror.DNSLookupError) and retriesLeft[0] > 0:
+                retriesLeft[0] -= 1
+                self._log.debug("retrying {service} after {error}", service=service.name,
+                                error=failure.getErrorMessage())
+                send()
+                return
+            if failure.check(ierror.TimeoutError):
+                result.errback(UpstreamTimeout(failure.getErrorMessage()))
+            elif failure.check(CancelledError):
+                result.errback(failure)
+            else:
+                result.errback(UpstreamError(_describe(failure)))
+
+        send()
+        return result
+
+    def close(self) -> Deferred:
+        """
+        Close every idle upstream connection.
+        """
+        return self.pool.closeCachedConnections()
+
+
+def _describe(failure) -> str:
+    """
+    A one-line description of an upstream failure, including the reasons
+    wrapped in Twisted's C{ResponseFailed} and friends.
+    """
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        return "; ".join(r.getErrorMessage() for r in reasons)
+    return failure.getErrorMessage()

@@ -1,0 +1,215 @@
+"""
+The gateway as a Twisted service: the proxy, admin and echo listeners
+around one L{GatewayState}, configuration reloads (C{POST /config},
+SIGHUP) and graceful stop.
+"""
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, inlineCallbacks
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from twistgate.config.errors import ConfigError
+from twistgate.config.filters import FilterFile, discoverFilters
+from twistgate.config.loader import loadConfigText
+from twistgate.config.model import GatewayConfig
+from twistgate.gateway.router import Router
+from twistgate.gateway.state import GatewayState, Generation
+from twistgate.gateway.upstream import UpstreamClient
+from twistgate.web.admin import AdminResource
+from twistgate.web.echo import EchoResource
+from twistgate.web.proxy import GatewaySite, ProxyResource
+
+PlanBuilder = Callable[[GatewayConfig], object]
+
+
+@dataclass
+class GatewaySettings:
+    """
+    What the command line (or Kong's environment variables) chose.
+
+    @ivar configPath: the declarative configuration file.
+    @ivar filtersPath: the directory of C{.wasm} filters.
+    @ivar filtersPathRequired: an error when C{filtersPath} is missing
+        (it was given explicitly), else no filters are installed.
+    @ivar proxyListen: endpoint strings of the proxy listeners.
+    @ivar adminListen: endpoint strings of the admin API listeners.
+    @ivar echoListen: endpoint strings of the built-in echo upstream.
+    @ivar wasmEnabled: C{False} makes filter chains a configuration error.
+    @ivar vm: the Wasm runtime's name.
+    @ivar maxBodySize: largest request body accepted, bytes.
+    @ivar headerTimeout: seconds a client has to send its headers.
+    @ivar bodyTimeout: seconds of silence allowed while a body arrives.
+    @ivar drainTimeout: seconds in-flight requests get on stop.
+    """
+
+    configPath: str
+    filtersPath: str = "filters"
+    filtersPathRequired: bool = False
+    proxyListen: tuple = ("tcp:8000",)
+    adminListen: tuple = ("tcp:8001:interface=127.0.0.1",)
+    echoListen: tuple = ("tcp:8080:interface=127.0.0.1",)
+    wasmEnabled: bool = True
+    vm: str = "wasmtime"
+    maxBodySize: int = 8 * 1024 * 1024
+    headerTimeout: float = 60.0
+    bodyTimeout: float = 60.0
+    drainTimeout: float = 10.0
+
+
+def discoverInstalledFilters(settings: GatewaySettings) -> Dict[str, FilterFile]:
+    """
+    The filters installed in C{settings.filtersPath}; none when the default
+    directory does not exist.
+
+    @raise ConfigError: the directory was given but is missing, or a
+        filter's metadata is invalid.
+    """
+    if not os.path.isdir(settings.filtersPath) and not settings.filtersPathRequired:
+        return {}
+    return discoverFilters(settings.filtersPath)
+
+
+class GatewayService(MultiService):
+    """
+    The whole gateway. The first configuration is loaded when this is
+    constructed, so a bad file fails before anything listens.
+
+    @ivar state: the configuration generations.
+    @ivar upstream: the upstream client.
+    @ivar filters: the installed filters, by name.
+    """
+
+    _log = Logger()
+
+    def __init__(self, settings: GatewaySettings, reactor, planBuilder: Optional[PlanBuilder] = None,
+                 filters: Optional[Dict[str, FilterFile]] = None, handleSignals: bool = False) -> None:
+        """
+        @param reactor: the reactor to listen and time with.
+        @param planBuilder: builds the filter chain plan of a configuration
+            (may raise L{ConfigError}); L{None} runs no filters.
+        @param filters: the installed filters; discovered from
+            C{settings.filtersPath} when L{None}.
+        @param handleSignals: reload the configuration file on SIGHUP.
+        @raise ConfigError: the configuration file is invalid.
+        """
+        super().__init__()
+        self.settings = settings
+        self._reactor = reactor
+        self._planBuilder = planBuilder
+        self._handleSignals = handleSignals
+        self.filters = filters if filters is not None else discoverInstalledFilters(settings)
+        self.upstream = UpstreamClient(reactor)
+        self.state = GatewayState(self.loadFile(settings.configPath, number=1))
+        self.proxySite = GatewaySite(
+            ProxyResource(self.state, self.upstream, reactor), reactor,
+            maxBodySize=settings.maxBodySize, headerTimeout=settings.headerTimeout,
+            bodyTimeout=settings.bodyTimeout)
+        self.adminSite = Site(AdminResource(self, reactor), reactor=reactor)
+        self.adminSite.noisy = False
+        self.echoSite = Site(EchoResource(reactor), reactor=reactor)
+        self.echoSite.noisy = False
+        for endpoints, site in ((settings.echoListen, self.echoSite), (settings.proxyListen, self.proxySite),
+                                (settings.adminListen, self.adminSite)):
+            for description in endpoints:
+                strports.service(description, site, reactor=reactor).setServiceParent(self)
+
+    def loadText(self, text: str, source: str, number: int) -> Generation:
+        """
+        Check a configuration and build everything that serves it.
+
+        @raise ConfigError: it is invalid, or a filter rejected its
+            configuration.
+        """
+        config = loadConfigText(text, source, self.filters)
+        if config.filterChains and not self.settings.wasmEnabled:
+            raise ConfigError(["%s: filter_chains: wasm support is not enabled" % (source,)])
+        router = Router(config)
+        plan = self._planBuilder(config) if self._planBuilder is not None and config.filterChains else None
+        return Generation(config, router, plan, self.filters, number)
+
+    def loadFile(self, path: str, number: int) -> Generation:
+        """
+        L{loadText} over a file's contents.
+
+        @raise ConfigError: it cannot be read or is invalid.
+        """
+        try:
+            with open(path, "rb") as configFile:
+                raw = configFile.read()
+        except OSError as error:
+            raise ConfigError(["%s: cannot be read: %s" % (path, error.strerror or error)])
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(["%s: (root): not UTF-8 text: %s" % (path, error)])
+        return self.loadText(text, path, number)
+
+    def reloadText(self, text: str, source: str = "<POST /config>") -> Generation:
+        """
+        Replace the configuration atomically; requests in flight finish on
+        the old one.
+
+        @return: the new generation.
+        @raise ConfigError: the new configuration is invalid; the old one
+            keeps serving.
+        """
+        generation = self.loadText(text, source, self.state.current.number + 1)
+        self.state.swap(generation)
+        self._log.info("configuration {number} loaded from {source}: {services} services, {routes} routes,"
+                       " {chains} filter chains", number=generation.number, source=source,
+                       services=len(generation.config.services), routes=len(generation.config.routes),
+                       chains=len(generation.config.filterChains))
+        return generation
+
+    def reloadFile(self) -> Optional[Generation]:
+        """
+        Re-read the configuration file (SIGHUP); errors are logged and the
+        old configuration keeps serving.
+        """
+        try:
+            generation = self.loadFile(self.settings.configPath, self.state.current.number + 1)
+        except ConfigError as error:
+            for line in error.errors:
+                self._log.error("reload refused: {line}", line=line)
+            return None
+        self.state.swap(generation)
+        self._log.info("configuration {number} reloaded from {source}", number=generation.number,
+                       source=self.settings.configPath)
+        return generation
+
+    def startService(self) -> None:
+        super().startService()
+        if self._handleSignals and hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._sighup)
+
+    def _sighup(self, signum, frame) -> None:
+        self._reactor.callFromThread(self.reloadFile)
+
+    @inlineCallbacks
+    def stopService(self):
+        """
+        Stop listening, let in-flight requests finish (at most
+        C{drainTimeout} seconds), then release the configuration.
+        """
+        if self._handleSignals and hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        yield super().stopService()
+        inFlight = self.state.inFlight
+        if inFlight:
+            self._log.info("waiting for {count} requests in flight", count=inFlight)
+            drained: Deferred = self.state.drained()
+            drained.addTimeout(self.settings.drainTimeout, self._reactor)
+            try:
+                yield drained
+            except DeferredTimeout:
+                self._log.warn("{count} requests still in flight after {seconds} s; stopping anyway",
+                               count=self.state.inFlight, seconds=self.settings.drainTimeout)
+        yield self.upstream.close()
+        self.state.stop()

@@ -1,0 +1,218 @@
+"""
+C{twistd twistgate}: command-line options (with Kong's environment
+variables as fallbacks) and the service they make.
+"""
+
+import os
+import sys
+from typing import Mapping, Optional, Tuple
+
+from twisted.python import usage
+
+from twistgate.config.errors import ConfigError
+
+DEFAULT_PROXY_LISTEN = "tcp:8000"
+DEFAULT_ADMIN_LISTEN = "tcp:8001:interface=127.0.0.1"
+DEFAULT_ECHO_LISTEN = "tcp:8080:interface=127.0.0.1"
+DEFAULT_FILTERS_PATH = "filters"
+DEFAULT_MAX_BODY_SIZE = 8 * 1024 * 1024
+VMS = ("wasmtime", "wasmer")
+
+_ENDPOINT_TYPES = frozenset(["tcp", "tcp6", "ssl", "tls", "unix", "systemd", "ssl6", "tor", "onion", "stdio"])
+_DISABLED = frozenset(["off", "none"])
+
+
+def kongListenToEndpoints(value: str, option: str) -> Tuple[str, ...]:
+    """
+    Convert a listen setting to Twisted endpoint strings.
+
+    Accepts Twisted endpoint descriptions (C{tcp:8000:interface=0.0.0.0},
+    C{ssl:8443:privateKey=...}) and Kong's C{host:port [flags]} form
+    (C{0.0.0.0:8000, 127.0.0.1:8001 reuseport}), several separated by commas;
+    C{off} (or C{none}) disables the listener.
+
+    @param option: the option or variable name, for messages.
+    @raise usage.UsageError: a Kong entry asks for C{ssl} (give a Twisted
+        C{ssl:} endpoint with the certificate instead) or has no port.
+    """
+    value = value.strip()
+    if value.lower() in _DISABLED:
+        return ()
+    if value.split(":", 1)[0].lower() in _ENDPOINT_TYPES:
+        return (value,)
+    endpoints = []
+    for entry in value.split(","):
+        words = entry.split()
+        if not words:
+            continue
+        address, flags = words[0], words[1:]
+        if "ssl" in flags:
+            raise usage.UsageError(
+                "%s: %r: Kong's ssl flag needs a certificate; use a Twisted endpoint such as"
+                " ssl:8443:privateKey=key.pem:certKey=cert.pem" % (option, entry.strip()))
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit():
+            raise usage.UsageError("%s: %r: expected host:port or a Twisted endpoint" % (option, entry.strip()))
+        host = host.strip("[]")
+        if host in ("", "*", "0.0.0.0"):
+            endpoints.append("tcp:%s" % (port,))
+        elif ":" in host:
+            endpoints.append("tcp6:%s:interface=%s" % (port, host.replace(":", "\\:")))
+        else:
+            endpoints.append("tcp:%s:interface=%s" % (port, host))
+    return tuple(endpoints)
+
+
+def _size(value: str) -> int:
+    """
+    Parse a byte size: C{1048576}, C{512k}, C{8m}, C{1g} (Kong's
+    C{client_max_body_size} style); C{0} means unlimited.
+    """
+    text = value.strip().lower()
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    if not number.isdigit():
+        raise ValueError("not a size: %r (e.g. 8m, 512k, 1048576)" % (value,))
+    return int(number) * factor
+
+
+class Options(usage.Options):
+    """
+    C{twistd twistgate} options. Kong's environment variables fill in
+    what the command line leaves out.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run the twistgate API gateway over a Kong-style declarative kong.yml. Listen addresses are"
+        " Twisted endpoint strings (tcp:8000, ssl:8443:privateKey=key.pem:certKey=cert.pem) or Kong's"
+        " host:port form; 'off' disables a listener. Environment fallbacks: KONG_DECLARATIVE_CONFIG,"
+        " KONG_WASM_FILTERS_PATH, KONG_PROXY_LISTEN, KONG_ADMIN_LISTEN, KONG_WASM (on/off)."
+    )
+    optParameters = [
+        ["config", "c", None, "Declarative configuration file (kong.yml) [env: KONG_DECLARATIVE_CONFIG]"],
+        ["vm", None, None, "Wasm runtime: wasmtime or wasmer [default: wasmtime]"],
+        ["proxy-listen", None, None, "Proxy listen endpoint [env: KONG_PROXY_LISTEN; default: %s]"
+         % DEFAULT_PROXY_LISTEN],
+        ["admin-listen", None, None, "Admin API listen endpoint [env: KONG_ADMIN_LISTEN; default: %s]"
+         % DEFAULT_ADMIN_LISTEN],
+        ["echo-listen", None, None, "Built-in echo upstream endpoint, or none [default: %s]" % DEFAULT_ECHO_LISTEN],
+        ["filters-path", None, None, "Directory of .wasm filters [env: KONG_WASM_FILTERS_PATH; default: %s]"
+         % DEFAULT_FILTERS_PATH],
+        ["max-body-size", None, None, "Largest request body accepted (e.g. 8m, 0 = unlimited) [default: 8m]"],
+        ["header-timeout", None, 60.0, "Seconds a client has to send its request headers", float],
+        ["body-timeout", None, 60.0, "Seconds of silence allowed while a request body arrives", float],
+        ["drain-timeout", None, 10.0, "Seconds in-flight requests get to finish on SIGTERM", float],
+    ]
+
+    environ: Mapping[str, str] = os.environ
+
+    def postOptions(self) -> None:
+        env = self.environ
+        configPath = self["config"] or env.get("KONG_DECLARATIVE_CONFIG")
+        if not configPath:
+            raise usage.UsageError("--config is required (or set KONG_DECLARATIVE_CONFIG)")
+        self["config"] = configPath
+        vm = self["vm"] or "wasmtime"
+        if vm not in VMS:
+            raise usage.UsageError("--vm: %r is not one of %s" % (vm, ", ".join(VMS)))
+        self["vm"] = vm
+        self["filters-path-required"] = bool(self["filters-path"] or env.get("KONG_WASM_FILTERS_PATH"))
+        self["filters-path"] = self["filters-path"] or env.get("KONG_WASM_FILTERS_PATH") or DEFAULT_FILTERS_PATH
+        self["proxy-endpoints"] = self._listen("proxy-listen", "KONG_PROXY_LISTEN", DEFAULT_PROXY_LISTEN)
+        self["admin-endpoints"] = self._listen("admin-listen", "KONG_ADMIN_LISTEN", DEFAULT_ADMIN_LISTEN)
+        self["echo-endpoints"] = self._listen("echo-listen", None, DEFAULT_ECHO_LISTEN)
+        wasm = env.get("KONG_WASM", "on").strip().lower()
+        if wasm not in ("on", "off", "true", "false", "1", "0"):
+            raise usage.UsageError("KONG_WASM: %r is not on or off" % (wasm,))
+        self["wasm"] = wasm in ("on", "true", "1")
+        try:
+            self["max-body-size"] = _size(self["max-body-size"] or str(DEFAULT_MAX_BODY_SIZE))
+        except ValueError as error:
+            raise usage.UsageError("--max-body-size: %s" % (error,))
+
+    def _listen(self, option: str, variable: Optional[str], default: str) -> Tuple[str, ...]:
+        if self[option]:
+            return kongListenToEndpoints(self[option], "--" + option)
+        if variable and self.environ.get(variable):
+            return kongListenToEndpoints(self.environ[variable], variable)
+        return (default,)
+
+
+def _settingsFrom(options: Options):
+    from twistgate.service import GatewaySettings
+    return GatewaySettings(
+        configPath=options["config"],
+        filtersPath=options["filters-path"],
+        filtersPathRequired=options["filters-path-required"],
+        proxyListen=options["proxy-endpoints"],
+        adminListen=options["admin-endpoints"],
+        echoListen=options["echo-endpoints"],
+        wasmEnabled=options["wasm"],
+        vm=options["vm"],
+        maxBodySize=options["max-body-size"] or None,
+        headerTimeout=options["header-timeout"],
+        bodyTimeout=options["body-timeout"],
+        drainTimeout=options["drain-timeout"],
+    )
+
+
+def chainPlanBuilder(vm: str, filters, reactor):
+    """
+    The filter chain plan builder over the Wasm runtime C{vm}, or L{None}
+    when this build has no chain runner. The runtime is loaded on the first
+    configuration that has filter chains.
+
+    @return: a callable from a L{GatewayConfig} to its chain plan; it
+        raises L{ConfigError} when the runtime is unavailable or a filter
+        rejects its configuration.
+    """
+    try:
+        from twistgate.gateway.chain import ChainPlanner
+        from twistgate.wasm import getRuntime
+    except ImportError:
+        return None
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from twistgate.wasm.interfaces import RuntimeUnavailable
+
+    planners = []
+
+    def build(config):
+        if not planners:
+            try:
+                runtime = getRuntime(vm)
+            except RuntimeUnavailable as error:
+                raise ConfigError(["--vm %s: %s" % (vm, error)])
+            agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+            planners.append(ChainPlanner(runtime, filters, reactor, agent))
+        return planners[0].build(config)
+
+    return build
+
+
+def makeService(options: Options, reactor=None):
+    """
+    Make the gateway service. A bad configuration prints every problem on
+    stderr, one per line, and exits with status 1 before anything listens.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    from twistgate.service import GatewayService, discoverInstalledFilters
+
+    settings = _settingsFrom(options)
+    try:
+        filters = discoverInstalledFilters(settings)
+        planBuilder = chainPlanBuilder(settings.vm, filters, reactor) if settings.wasmEnabled else None
+        return GatewayService(settings, reactor, planBuilder=planBuilder, filters=filters, handleSignals=True)
+    except ConfigError as error:
+        _exitWithErrors(error)
+
+
+def _exitWithErrors(error: ConfigError) -> None:
+    sys.stderr.write("twistgate: the configuration is invalid:\n")
+    for line in error.errors:
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    raise SystemExit(1)

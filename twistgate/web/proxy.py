@@ -1,0 +1,789 @@
+"""
+The reverse proxy: the site clients talk to. Each request is routed, run
+through its filter chain (L{IChainRun}) and forwarded to its service; the
+response streams back with backpressure, through the chain when a filter
+wants it.
+
+Also the HTTP front end's defences: bad request lines and headers (400),
+oversized headers (431), oversized bodies (413), slow clients (header and
+body timeouts).
+"""
+
+import json
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from twisted.internet import task
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web import http, server
+from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.resource import Resource
+from zope.interface import implementer
+
+from twistgate import __version__
+from twistgate.gateway.exchange import Exchange, LocalResponse
+from twistgate.gateway.state import GatewayState, Generation
+from twistgate.gateway.upstream import UpstreamClient, UpstreamTimeout
+
+SERVER_TOKEN = b"twistgate/" + __version__.encode("ascii")
+VIA = b"1.1 " + SERVER_TOKEN
+
+#: Kong's bodies for the responses the gateway itself produces.
+MESSAGES = {
+    400: "Bad request",
+    404: "Not found",
+    408: "Request timeout",
+    413: "Payload too large",
+    431: "Request header or cookie too large",
+    500: "An unexpected error occurred",
+    502: "An invalid response was received from the upstream server",
+    503: "The upstream server is currently unavailable",
+    504: "The upstream server is timing out",
+}
+NO_ROUTE = "no Route matched with those values"
+
+#: Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
+HOP_BY_HOP = frozenset([
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+    b"proxy-authorization", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
+])
+#: Request headers the gateway replaces or that the upstream client frames.
+_NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {b"content-length", b"host", b"expect"}
+
+#: Request bodies up to this size are sent upstream from memory.
+_IN_MEMORY_BODY = 1 << 20
+
+Pairs = List[Tuple[bytes, bytes]]
+
+
+def jsonBody(message: str, **extra) -> bytes:
+    """
+    Kong's JSON error body, C{{"message": ...}}.
+    """
+    document = {"message": message}
+    document.update(extra)
+    return json.dumps(document).encode("utf-8")
+
+
+def rawResponse(status: int, message: str) -> bytes:
+    """
+    A whole HTTP/1.1 response closing the connection, for errors found
+    while parsing, before a request object can answer.
+    """
+    body = jsonBody(message)
+    return b"".join([
+        b"HTTP/1.1 %d %s\r\n" % (status, http.RESPONSES.get(status, b"Error")),
+        b"Content-Type: application/json; charset=utf-8\r\n",
+        b"Content-Length: %d\r\n" % (len(body),),
+        b"Connection: close\r\n",
+        b"Server: " + SERVER_TOKEN + b"\r\n\r\n",
+        body,
+    ])
+
+
+def connectionHeaders(pairs: Sequence[Tuple[bytes, bytes]]) -> frozenset:
+    """
+    @return: the lower-cased hop-by-hop names: the fixed set plus every name
+        listed in C{Connection}.
+    """
+    named = set(HOP_BY_HOP)
+    for name, value in pairs:
+        if name == b"connection":
+            named.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    return frozenset(named)
+
+
+def withoutHopByHop(pairs: Sequence[Tuple[bytes, bytes]]) -> Pairs:
+    """
+    @return: C{pairs} without the hop-by-hop headers.
+    """
+    dropped = connectionHeaders(pairs)
+    return [(name, value) for name, value in pairs if name not in dropped]
+
+
+def rawHeaderPairs(headers) -> Pairs:
+    """
+    @param headers: a L{twisted.web.http_headers.Headers}.
+    @return: lower-cased C{(name, value)} pairs, repeated headers kept in
+        order.
+    """
+    return [(name.lower(), value) for name, values in headers.getAllRawHeaders() for value in values]
+
+
+class GatewayRequest(server.Request):
+    """
+    A request that enforces the site's body size limit while the body
+    arrives and adds no default headers of its own.
+    """
+
+    defaultContentType = None
+    _rejected = False
+    _received = 0
+
+    def _maxBodySize(self) -> Optional[int]:
+        return getattr(self.channel.site, "maxBodySize", None) if self.channel is not None else None
+
+    def gotLength(self, length):
+        limit = self._maxBodySize()
+        if limit is not None and length is not None and length > limit:
+            self._reject(413)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self._rejected:
+            return
+        self._received += len(data)
+        limit = self._maxBodySize()
+        if limit is not None and self._received > limit:
+            self._reject(413)
+            return
+        super().handleContentChunk(data)
+
+    def _reject(self, status: int) -> None:
+        self._rejected = True
+        self.content = None
+        self.channel.transport.write(rawResponse(status, MESSAGES[status]))
+        self.channel.loseConnection()
+
+    def requestReceived(self, command, path, version):
+        if self._rejected:
+            return
+        super().requestReceived(command, path, version)
+
+
+class GatewayChannel(http.HTTPChannel):
+    """
+    An HTTP channel answering Kong's JSON errors for bad input: 400 for a
+    malformed request line or header, 431 for too many or too large headers,
+    and closing connections whose headers take longer than the site's
+    C{headerTimeout}.
+    """
+
+    _headerTimer = None
+    _partialHead = False
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._startHeaderTimer()
+
+    def _startHeaderTimer(self) -> None:
+        timeout = getattr(self.site, "headerTimeout", None) if getattr(self, "site", None) else None
+        if timeout:
+            self._headerTimer = self.callLater(timeout, self._headerTimedOut)
+        self._partialHead = False
+
+    def _stopHeaderTimer(self) -> None:
+        if self._headerTimer is not None and self._headerTimer.active():
+            self._headerTimer.cancel()
+        self._headerTimer = None
+
+    def _headerTimedOut(self) -> None:
+        self._headerTimer = None
+        if self._partialHead and self.transport is not None:
+            self.transport.write(rawResponse(408, MESSAGES[408]))
+        self.loseConnection()
+
+    def _refuse(self, status: int) -> None:
+        self._stopHeaderTimer()
+        self.transport.write(rawResponse(status, MESSAGES[status]))
+        self.loseConnection()
+
+    def lineReceived(self, line):
+        self._partialHead = True
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._refuse(431)
+            return
+        super().lineReceived(line)
+
+    def headerReceived(self, line):
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuse(431)
+            return False
+        return super().headerReceived(line)
+
+    def allHeadersReceived(self):
+        self._stopHeaderTimer()
+        super().allHeadersReceived()
+
+    def requestDone(self, request):
+        super().requestDone(request)
+        if self.persistent and self.transport is not None and not self.transport.disconnecting:
+            self._startHeaderTimer()
+
+    def _respondToBadRequestAndDisconnect(self):
+        self._refuse(400)
+
+    def connectionLost(self, reason):
+        self._stopHeaderTimer()
+        super().connectionLost(reason)
+
+
+class GatewaySite(server.Site):
+    """
+    The proxy's site.
+
+    @ivar maxBodySize: largest request body accepted (bytes), or L{None}.
+    @ivar headerTimeout: seconds a client has to send a request's headers.
+    """
+
+    protocol = GatewayChannel
+    requestFactory = GatewayRequest
+    noisy = False
+
+    def __init__(self, resource, reactor, maxBodySize: Optional[int] = None, headerTimeout: float = 60.0,
+                 bodyTimeout: float = 60.0) -> None:
+        """
+        @param bodyTimeout: seconds of silence allowed while a request body
+            arrives (and on idle connections).
+        """
+        super().__init__(resource, timeout=bodyTimeout, reactor=reactor)
+        self.maxBodySize = maxBodySize
+        self.headerTimeout = headerTimeout
+
+    def log(self, request):
+        """
+        No per-request access log line (the latencies are in the response
+        headers).
+        """
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """
+    A request body already in memory.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer):
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+class _Gate:
+    """
+    The upstream body's transport, paused while any of several reasons
+    (the client is slow, a filter is busy) holds.
+    """
+
+    def __init__(self, transport) -> None:
+        self._transport = transport
+        self._reasons = set()
+
+    def pause(self, reason: str) -> None:
+        if not self._reasons:
+            self._transport.pauseProducing()
+        self._reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self._reasons:
+            self._reasons.discard(reason)
+            if not self._reasons:
+                self._transport.resumeProducing()
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._reasons)
+
+    def stop(self) -> None:
+        self._transport.stopProducing()
+
+
+@implementer(IBodyProducer)
+class _ClientPressure:
+    """
+    The push producer registered with the downstream request: the client's
+    backpressure pauses the upstream body.
+    """
+
+    def __init__(self, gate: _Gate) -> None:
+        self._gate = gate
+
+    def pauseProducing(self):
+        self._gate.pause("client")
+
+    def resumeProducing(self):
+        self._gate.resume("client")
+
+    def stopProducing(self):
+        self._gate.stop()
+
+
+class _BodyReceiver(Protocol):
+    """
+    Receives the upstream response body for a L{_ProxiedRequest}.
+    """
+
+    def __init__(self, proxied: "_ProxiedRequest") -> None:
+        self._proxied = proxied
+
+    def connectionMade(self):
+        self._proxied._bodyStarted(self.transport)
+
+    def dataReceived(self, data):
+        self._proxied._bodyReceived(data)
+
+    def connectionLost(self, reason):
+        self._proxied._bodyEnded(reason)
+
+
+class _ProxiedRequest:
+    """
+    One request through the gateway, from routing to the last byte.
+    """
+
+    _log = Logger()
+
+    def __init__(self, resource: "ProxyResource", request: server.Request) -> None:
+        self._resource = resource
+        self._clock = resource.clock
+        self.request = request
+        self.generation: Optional[Generation] = None
+        self.exchange: Optional[Exchange] = None
+        self.chain = None
+        self._clientGone = False
+        self._ended = False
+        self._upstreamPending: Optional[Deferred] = None
+        self._gate: Optional[_Gate] = None
+        self._bodyQueue: Deferred = succeed(None)
+        self._readTimer = None
+        self._startedAt = self._clock.seconds()
+        self._upstreamStartedAt: Optional[float] = None
+        self._upstreamLatency = 0
+        self._proxyLatency = 0
+
+    def start(self) -> None:
+        self.request.notifyFinish().addErrback(self._clientLost)
+        self.generation = self._resource.state.acquire()
+        try:
+            self._route()
+        except Exception:
+            self._log.failure("proxying {uri}", uri=self.request.uri)
+            self._respondDirect(500, jsonBody(MESSAGES[500]))
+
+    def _route(self) -> None:
+        request = self.request
+        hostHeader = request.getHeader(b"host") or b""
+        uri = request.uri
+        path, sep, query = uri.partition(b"?")
+        headerMap = {}
+        for name, value in rawHeaderPairs(request.requestHeaders):
+            headerMap.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+        local = request.getHost()
+        scheme = b"https" if request.isSecure() else b"http"
+        match = self.generation.router.match(
+            request.method.decode("latin-1"), hostHeader.decode("latin-1"), path.decode("latin-1"), headerMap,
+            scheme=scheme.decode("ascii"), port=getattr(local, "port", None))
+        if match is None:
+            self._respondDirect(404, jsonBody(NO_ROUTE))
+            return
+        service = match.service
+        if service is None:
+            self._respondDirect(503, jsonBody("no Service found with those values"))
+            return
+        upstreamPath = match.upstreamPath
+        if isinstance(upstreamPath, str):
+            upstreamPath = upstreamPath.encode("latin-1")
+        if sep:
+            upstreamPath += b"?" + query
+        peer = request.getClientAddress()
+        self.exchange = Exchange(
+            method=request.method,
+            path=upstreamPath,
+            originalUri=uri,
+            scheme=scheme,
+            authority=hostHeader,
+            requestHeaders=rawHeaderPairs(request.requestHeaders),
+            clientAddress=(getattr(peer, "host", ""), getattr(peer, "port", 0)),
+            serverAddress=(getattr(local, "host", ""), getattr(local, "port", 0)),
+            route=match.route,
+            service=service,
+            startedAt=self._startedAt,
+            connectionId=id(request.channel),
+        )
+        plan = self.generation.plan
+        self.chain = plan.chainFor(self.exchange) if plan is not None else None
+        self._proxy().addErrback(self._unexpected)
+
+    def _unexpected(self, failure) -> None:
+        if failure.check(CancelledError) and self._clientGone:
+            self._end()
+            return
+        self._log.failure("proxying {uri}", failure, uri=self.request.uri)
+        if self.request.startedWriting:
+            self._abortClient()
+        else:
+            self._respondDirect(500, jsonBody(MESSAGES[500]))
+
+    @inlineCallbacks
+    def _proxy(self):
+        exchange, chain = self.exchange, self.chain
+        if chain is not None:
+            yield chain.requestHeaders()
+            if exchange.localResponse is None and chain.wantsRequestBody and not self._clientGone:
+                exchange.requestBody = self._readBody()
+                yield chain.requestBody()
+        if self._clientGone:
+            return
+        if exchange.localResponse is not None:
+            local, exchange.localResponse = exchange.localResponse, None
+            yield self._respondLocal(local)
+            return
+        bodyFactory = self._bodyFactory()
+        headers = self._upstreamHeaders()
+        self._proxyLatency = _ms(self._clock.seconds() - self._startedAt)
+        self._upstreamPending = self._resource.upstream.request(
+            exchange.service, exchange.method, exchange.path, headers, bodyFactory, self._attemptStarted)
+        try:
+            response = yield self._upstreamPending
+        except UpstreamTimeout as e:
+            self._log.warn("upstream {service} timed out: {error}", service=exchange.service.name, error=e)
+            yield self._respondLocal(_errorResponse(504))
+            return
+        except CancelledError:
+            return
+        except Exception as e:
+            self._log.warn("upstream {service} failed: {error}", service=exchange.service.name, error=e)
+            yield self._respondLocal(_errorResponse(502))
+            return
+        finally:
+            self._upstreamPending = None
+        self._upstreamLatency = _ms(self._clock.seconds() - self._upstreamStartedAt)
+        if self._clientGone:
+            response.deliverBody(_Discard())
+            return
+        exchange.responseStatus = response.code
+        exchange.responseReason = response.phrase
+        exchange.responseHeaders = withoutHopByHop(rawHeaderPairs(response.headers))
+        if response.length is not UNKNOWN_LENGTH and response.code not in http.NO_BODY_CODES \
+                and exchange.method != b"HEAD":
+            exchange.responseHeaders.append((b"content-length", b"%d" % (response.length,)))
+        if chain is not None:
+            yield chain.responseHeaders()
+            if self._clientGone:
+                response.deliverBody(_Discard())
+                return
+            if exchange.localResponse is not None:
+                response.deliverBody(_Discard())
+                local, exchange.localResponse = exchange.localResponse, None
+                yield self._respondLocal(local, ranHeaders=False)
+                return
+        self._writeHead(exchange.responseStatus, exchange.responseReason, exchange.responseHeaders,
+                        proxied=True)
+        response.deliverBody(_BodyReceiver(self))
+
+    def _attemptStarted(self) -> None:
+        self._upstreamStartedAt = self._clock.seconds()
+
+    def _readBody(self) -> bytes:
+        content = self.request.content
+        if content is None:
+            return b""
+        content.seek(0)
+        data = content.read()
+        content.seek(0)
+        return data
+
+    def _bodyFactory(self) -> Optional[Callable[[], IBodyProducer]]:
+        exchange = self.exchange
+        if exchange.requestBody is not None:
+            body = exchange.requestBody
+            return lambda: _BytesProducer(body)
+        content = self.request.content
+        if content is None:
+            return None
+        content.seek(0, 2)
+        length = content.tell()
+        content.seek(0)
+        hasBody = length > 0 or self.request.requestHeaders.hasHeader(b"content-length") \
+            or self.request.requestHeaders.hasHeader(b"transfer-encoding")
+        if not hasBody:
+            return None
+        if length <= _IN_MEMORY_BODY:
+            body = content.read()
+            return lambda: _BytesProducer(body)
+        cooperator = task.Cooperator(scheduler=lambda work: self._clock.callLater(0, work))
+
+        def fromFile() -> IBodyProducer:
+            content.seek(0)
+            return FileBodyProducer(content, cooperator=cooperator)
+
+        return fromFile
+
+    def _upstreamHeaders(self) -> Pairs:
+        exchange, request = self.exchange, self.request
+        route, service = exchange.route, exchange.service
+        dropped = connectionHeaders(exchange.requestHeaders) | _NOT_FORWARDED_UPSTREAM
+        clientHost = request.getHeader(b"host") or b""
+        if exchange.authority != clientHost:
+            hostValue = exchange.authority
+        elif getattr(route, "preserveHost", False) and clientHost:
+            hostValue = clientHost
+        else:
+            hostValue = _serviceHost(service)
+        headers: Pairs = [(b"host", hostValue)]
+        forwardedFor = []
+        for name, value in exchange.requestHeaders:
+            if name in dropped or name.startswith(b"x-forwarded-") or name == b"x-real-ip":
+                if name == b"x-forwarded-for":
+                    forwardedFor.append(value)
+                continue
+            headers.append((name, value))
+        clientIP = exchange.clientAddress[0].encode("ascii")
+        forwardedFor.append(clientIP)
+        path = exchange.originalUri.partition(b"?")[0]
+        headers += [
+            (b"x-forwarded-for", b", ".join(forwardedFor)),
+            (b"x-forwarded-proto", exchange.scheme),
+            (b"x-forwarded-host", _hostWithoutPort(clientHost)),
+            (b"x-forwarded-port", b"%d" % (exchange.serverAddress[1],)),
+            (b"x-forwarded-path", path),
+            (b"x-real-ip", clientIP),
+        ]
+        return headers
+
+    def _writeHead(self, status: int, reason: Optional[bytes], pairs: Pairs, proxied: bool,
+                   framed: bool = False) -> None:
+        """
+        Set the response status and headers.
+
+        @param framed: C{pairs} carry the final Content-Length (a local
+            response); otherwise it is dropped when a filter may rewrite the
+            body.
+        """
+        request = self.request
+        request.setResponseCode(status, reason or None)
+        names = {name for name, _ in pairs}
+        for default in (b"server", b"date"):
+            if default in names:
+                request.responseHeaders.removeHeader(default)
+        if b"server" not in names:
+            request.responseHeaders.setRawHeaders(b"server", [SERVER_TOKEN])
+        rewrites = self.chain is not None and self.chain.rewritesResponseBody
+        drop = {b"content-length"} if rewrites and not framed else set()
+        for name, value in pairs:
+            if name not in drop:
+                request.responseHeaders.addRawHeader(name, value)
+        if proxied:
+            request.responseHeaders.addRawHeader(b"via", VIA)
+            request.responseHeaders.setRawHeaders(b"x-kong-upstream-latency", [b"%d" % self._upstreamLatency])
+            request.responseHeaders.setRawHeaders(b"x-kong-proxy-latency", [b"%d" % self._proxyLatency])
+        else:
+            latency = _ms(self._clock.seconds() - self._startedAt)
+            request.responseHeaders.setRawHeaders(b"x-kong-response-latency", [b"%d" % latency])
+
+    # The upstream body, streamed.
+
+    def _bodyStarted(self, transport) -> None:
+        if self._clientGone:
+            transport.stopProducing()
+            return
+        self._gate = _Gate(transport)
+        self.request.registerProducer(_ClientPressure(self._gate), True)
+        self._armReadTimer()
+
+    def _bodyReceived(self, data: bytes) -> None:
+        if self._clientGone:
+            return
+        self._armReadTimer()
+        if self.chain is None:
+            self.request.write(data)
+            return
+        self._gate.pause("filter")
+        self._bodyQueue.addCallback(lambda _: self.chain.responseBody(data, False))
+        self._bodyQueue.addCallback(self._writeFiltered)
+        self._bodyQueue.addCallback(lambda _: self._gate.resume("filter"))
+        self._bodyQueue.addErrback(self._unexpected)
+
+    def _writeFiltered(self, data: bytes) -> None:
+        if data and not self._clientGone:
+            self.request.write(data)
+
+    def _bodyEnded(self, reason) -> None:
+        self._cancelReadTimer()
+        if self._clientGone:
+            return
+        if not reason.check(ResponseDone, PotentialDataLoss):
+            self._log.warn("upstream {service} broke off its response: {error}",
+                           service=self.exchange.service.name, error=reason.getErrorMessage())
+            self._abortClient()
+            return
+        if self.chain is None:
+            self._complete()
+            return
+        self._bodyQueue.addCallback(lambda _: self.chain.responseBody(b"", True))
+        self._bodyQueue.addCallback(self._writeFiltered)
+        self._bodyQueue.addCallback(lambda _: self._complete())
+        self._bodyQueue.addErrback(self._unexpected)
+
+    def _complete(self) -> None:
+        if self._clientGone:
+            return
+        if self._gate is not None:
+            self.request.unregisterProducer()
+        self.request.finish()
+        self._end()
+
+    def _armReadTimer(self) -> None:
+        self._cancelReadTimer()
+        timeout = self.exchange.service.readTimeout / 1000.0
+        self._readTimer = self._clock.callLater(timeout, self._readTimedOut)
+
+    def _cancelReadTimer(self) -> None:
+        if self._readTimer is not None and self._readTimer.active():
+            self._readTimer.cancel()
+        self._readTimer = None
+
+    def _readTimedOut(self) -> None:
+        self._readTimer = None
+        if self._gate is not None and self._gate.paused:
+            self._armReadTimer()
+            return
+        self._log.warn("upstream {service} stalled mid-body", service=self.exchange.service.name)
+        self._gate.stop()
+
+    # Local responses.
+
+    @inlineCallbacks
+    def _respondLocal(self, local: LocalResponse, ranHeaders: bool = False):
+        """
+        Answer with C{local} (from a filter or the gateway), through the
+        chain's response steps when there is a chain.
+        """
+        exchange, chain = self.exchange, self.chain
+        exchange.responseStatus = local.status
+        exchange.responseReason = local.reason
+        exchange.responseHeaders = list(local.headers)
+        body = local.body
+        if chain is not None and not ranHeaders:
+            yield chain.responseHeaders()
+            if exchange.localResponse is not None:
+                local, exchange.localResponse = exchange.localResponse, None
+                exchange.responseStatus = local.status
+                exchange.responseReason = local.reason
+                exchange.responseHeaders = list(local.headers)
+                body = local.body
+        if chain is not None:
+            body = yield chain.responseBody(body, True)
+        if self._clientGone:
+            return
+        pairs = [(n, v) for n, v in exchange.responseHeaders if n != b"content-length"]
+        pairs.append((b"content-length", b"%d" % len(body)))
+        self._writeHead(exchange.responseStatus, exchange.responseReason, pairs, proxied=False, framed=True)
+        self.request.write(body)
+        self.request.finish()
+        self._end()
+
+    def _respondDirect(self, status: int, body: bytes) -> None:
+        """
+        Answer before any chain exists (no route, internal error).
+        """
+        if self._clientGone:
+            return
+        request = self.request
+        self._writeHead(status, None, [(b"content-type", b"application/json; charset=utf-8"),
+                                       (b"content-length", b"%d" % len(body))], proxied=False, framed=True)
+        request.write(body)
+        request.finish()
+        self._end()
+
+    # The end.
+
+    def _abortClient(self) -> None:
+        channel = self.request.channel
+        if channel is not None and channel.transport is not None:
+            channel.transport.abortConnection()
+        self._end()
+
+    def _clientLost(self, reason) -> None:
+        self._clientGone = True
+        self._cancelReadTimer()
+        if self._upstreamPending is not None:
+            self._upstreamPending.cancel()
+        if self._gate is not None:
+            self._gate.stop()
+        self._end()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._cancelReadTimer()
+        if self.chain is not None:
+            try:
+                self.chain.finish()
+            except Exception:
+                self._log.failure("finishing the filter chain of {uri}", uri=self.request.uri)
+        if self.generation is not None:
+            self._resource.state.release(self.generation)
+
+
+class _Discard(Protocol):
+    """
+    Reads and drops an upstream body nobody wants.
+    """
+
+    def connectionMade(self):
+        self.transport.stopProducing()
+
+
+def _errorResponse(status: int) -> LocalResponse:
+    return LocalResponse(status=status, body=jsonBody(MESSAGES[status]),
+                         headers=[(b"content-type", b"application/json; charset=utf-8")])
+
+
+def _hostWithoutPort(host: bytes) -> bytes:
+    if host.startswith(b"["):
+        return host[:host.find(b"]") + 1]
+    return host.rsplit(b":", 1)[0] if b":" in host else host
+
+
+def _serviceHost(service) -> bytes:
+    host = service.host.encode("idna") if not service.host.isascii() else service.host.encode("ascii")
+    if b":" in host:
+        host = b"[" + host + b"]"
+    default = {"http": 80, "https": 443}.get(service.protocol)
+    if service.port == default:
+        return host
+    return host + b":%d" % (service.port,)
+
+
+def _ms(seconds: float) -> int:
+    return max(0, int(round(seconds * 1000)))
+
+
+class ProxyResource(Resource):
+    """
+    The root resource of the proxy site: every request is proxied.
+    """
+
+    isLeaf = True
+
+    def __init__(self, state: GatewayState, upstream: UpstreamClient, clock) -> None:
+        """
+        @param state: the configuration generations.
+        @param upstream: sends requests to services.
+        @param clock: an C{IReactorTime} for latencies and timeouts.
+        """
+        super().__init__()
+        self.state = state
+        self.upstream = upstream
+        self.clock = clock
+
+    def render(self, request):
+        _ProxiedRequest(self, request).start()
+        return server.NOT_DONE_YET
