@@ -145,6 +145,7 @@ class _Draft:
     id: str = ""
     name: Optional[str] = None
     values: Dict[str, object] = field(default_factory=dict)
+    explicitId: bool = False
     reference: object = None
     referenceLocation: str = ""
     parent: Optional["_Draft"] = None
@@ -240,9 +241,12 @@ class _ConfigReader:
 
     def tags(self, raw: dict, location: str) -> Tuple[str, ...]:
         tags = []
-        for where, tag in self.strings(raw, "tags", location):
-            if "," in tag or "/" in tag:
-                self.error(where, "invalid tag %s: must not contain \",\" or \"/\"" % (_describe(tag),))
+        where = _field(location, "tags")
+        for index, tag in enumerate(self.listField(raw, "tags", location)):
+            if not isinstance(tag, str) or not tag:
+                self.typeError(_item(where, index), "a non-empty string", tag)
+            elif "," in tag or "/" in tag:
+                self.error(_item(where, index), "invalid tag %s: must not contain \",\" or \"/\"" % (_describe(tag),))
             else:
                 tags.append(tag)
         return tuple(tags)
@@ -263,6 +267,7 @@ class _ConfigReader:
         if given is not None:
             try:
                 draft.id = str(uuid.UUID(given))
+                draft.explicitId = True
             except ValueError:
                 self.error(_field(draft.location, "id"), "%s is not a valid UUID" % (_describe(given),))
         if not draft.id:
@@ -389,9 +394,9 @@ class _ConfigReader:
         raw = self.mapping(raw, location)
         if raw is None:
             return
-        allowed = _ROUTE_FIELDS if service is not None else _ROUTE_FIELDS + ("service",)
-        hint = " (a route nested in a service belongs to it)" if service is not None else ""
-        self.checkFields(raw, allowed, location, hint)
+        self.checkFields(raw, _ROUTE_FIELDS + ("service",), location)
+        if service is not None and "service" in raw:
+            self.error(_field(location, "service"), "unknown field (a route nested in a service belongs to it)")
         draft = _Draft("route", location, parent=service)
         self.identity(draft, raw)
         if service is None:
@@ -554,9 +559,14 @@ class _ConfigReader:
         raw = self.mapping(raw, location)
         if raw is None:
             return
-        allowed = _CHAIN_FIELDS if parent is not None else _CHAIN_FIELDS + ("service", "route")
-        hint = " (a nested filter chain belongs to its %s)" % (parent.kind,) if parent is not None else ""
-        self.checkFields(raw, allowed, location, hint)
+        self.checkFields(raw, _CHAIN_FIELDS + ("service", "route"), location)
+        if parent is not None:
+            for key in ("service", "route"):
+                if key in raw:
+                    self.error(
+                        _field(location, key),
+                        "unknown field (a nested filter chain belongs to its %s)" % (parent.kind,),
+                    )
         draft = _Draft("filter_chain", location, parent=parent)
         self.identity(draft, raw)
         if parent is None:
@@ -668,7 +678,7 @@ def _findDuplicates(reader: _ConfigReader, drafts: List[_Draft], what: str) -> N
                     "duplicate %s name %s (also %s)" % (what, _describe(draft.name), first.location),
                 )
         first = byId.setdefault(draft.id, draft)
-        if first is not draft:
+        if first is not draft and (draft.explicitId or first.explicitId):
             reader.error(
                 _field(draft.location, "id"), "duplicate %s id %s (also %s)" % (what, _describe(draft.id), first.location)
             )
