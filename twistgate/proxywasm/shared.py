@@ -159,6 +159,11 @@ class InMemorySharedData:
         self._entries[key] = (bytes(value), nextCas(self._writes), expires)
         return Status.OK
 
+    def close(self) -> None:
+        """
+        Nothing to release; here so every store can be closed alike.
+        """
+
 
 @implementer(ISharedQueues)
 class InMemorySharedQueues:
@@ -208,3 +213,9 @@ class InMemorySharedQueues:
         callbacks = self._subscribers.get(queueId, [])
         if callback in callbacks:
             callbacks.remove(callback)
+
+    def close(self) -> None:
+        """
+        Drop every subscription; here so every store can be closed alike.
+        """
+        self._subscribers.clear()
