@@ -507,6 +507,17 @@ class ServiceErrorTests(LoaderTestMixin, SynchronousTestCase):
             " alphanumerics or ., -, _, and ~",
         )
 
+    def test_yamlBooleanName(self) -> None:
+        """
+        An unquoted C{on}/C{off}/C{yes}/C{no} is a YAML boolean: the message
+        says to quote it.
+        """
+        self.assertErrors(
+            "services:\n- {name: off, host: a.example}\n",
+            "services[0].name: expected a string, got false (YAML reads yes/no/on/off unquoted as booleans:"
+            " quote it)",
+        )
+
     def test_id(self) -> None:
         self.assertErrors(
             "services:\n- {id: '1234', host: a.example}\n", 'services[0].id: "1234" is not a valid UUID'

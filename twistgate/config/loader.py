@@ -195,6 +195,13 @@ class _ConfigReader:
             if required:
                 self.error(_field(location, key), "required field missing")
             return default
+        if isinstance(value, bool):
+            self.error(
+                _field(location, key),
+                "expected a string, got %s (YAML reads yes/no/on/off unquoted as booleans: quote it)"
+                % (_describe(value),),
+            )
+            return default
         if not isinstance(value, str):
             self.typeError(_field(location, key), "a string", value)
             return default
