@@ -493,18 +493,33 @@ class Bench:
             process = self.start("peer", [*pin, sys.executable, os.path.abspath(__file__),
                                           "--serve-peer", str(port), str(self.upstreamPort)])
         else:
-            config = writeGatewayConfig(self.workDir, row.config, self.upstreamPort)
-            argv = [*pin, *TWISTD, "twistgate",
-                    "--config", config,
-                    "--proxy-listen", f"tcp:{port}:interface=127.0.0.1",
-                    "--admin-listen", f"tcp:{freePort()}:interface=127.0.0.1",
-                    "--echo-listen", f"tcp:{freePort()}:interface=127.0.0.1",
-                    "--filters-path", FILTERS, "--vm", row.vm]
-            if row.workers > 1:
-                argv += ["--workers", str(row.workers)]
-            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            process = self.start(row.key, argv, cwd=ROOT, env=env)
+            process = self.startGateway(row.key, row.config, port, row.vm, row.workers, pin)
         waitForHttp(f"http://127.0.0.1:{port}{row.path}", process, expectHeader=row.expectHeader)
+        return process
+
+    def startGateway(self, name: str, configName: str, port: int, vm: str = "wasmtime", workers: int = 1,
+                     pin: Sequence[str] = ()) -> Process:
+        """
+        Start C{twistd -n twistgate} over C{bench/configs/CONFIGNAME} (pointed
+        at the upstream) with its proxy on C{port}; it does not wait.
+
+        @return: the process; its C{adminPort} and C{configPath} attributes
+            say where its admin API listens and which file it reads.
+        """
+        config = writeGatewayConfig(self.workDir, configName, self.upstreamPort)
+        adminPort = freePort()
+        argv = [*pin, *TWISTD, "twistgate",
+                "--config", config,
+                "--proxy-listen", f"tcp:{port}:interface=127.0.0.1",
+                "--admin-listen", f"tcp:{adminPort}:interface=127.0.0.1",
+                "--echo-listen", f"tcp:{freePort()}:interface=127.0.0.1",
+                "--filters-path", FILTERS, "--vm", vm]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        process = self.start(name, argv, cwd=ROOT, env=env)
+        process.adminPort = adminPort
+        process.configPath = config
         return process
 
     def measure(self, row: Row) -> Measurement:
