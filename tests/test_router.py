@@ -10,7 +10,7 @@ import textwrap
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistgate.config.loader import loadConfigText
-from twistgate.gateway.router import Router, RouteMatch, normalizePath
+from twistgate.gateway.router import CACHE_SIZE, Router, RouteMatch, normalizePath
 
 
 def routerFor(yaml: str) -> Router:
@@ -286,6 +286,29 @@ class MatchingTests(RouterTestMixin, SynchronousTestCase):
         router = routerFor("- {name: a, service: s, headers: {user-agent: ['~*curl/\\d']}}\n")
         self.assertRoute(router, "a", headers={"user-agent": ["Mozilla CURL/8.1"]})
         self.assertRoute(router, None, headers={"user-agent": ["curl/x"]})
+
+    def test_rememberedDecisions(self) -> None:
+        """
+        Remembered decisions never mix requests that differ in a header a
+        route looks at, in scheme or in port, and stay right past the
+        cache's size.
+        """
+        router = routerFor(
+            """
+            - {name: beta, service: s, paths: [/], headers: {x-beta: ["1"]}}
+            - {name: secure, service: s, paths: [/], hosts: ["h.example:8443"], protocols: [https]}
+            - {name: plain, service: s, paths: [/]}
+            """
+        )
+        for _ in range(2):
+            self.assertRoute(router, "beta", "/a", headers={"x-beta": ["1"]})
+            self.assertRoute(router, "plain", "/a", headers={"x-beta": ["2"]})
+            self.assertRoute(router, "plain", "/a")
+            self.assertRoute(router, "secure", "/a", host="h.example", scheme="https", port=8443)
+            self.assertRoute(router, "plain", "/a", host="h.example", scheme="https", port=443)
+        for index in range(CACHE_SIZE + 10):
+            self.assertEqual(router.match("GET", "u.example", "/p%d" % (index,), {}).upstreamPath, "/p%d" % (index,))
+        self.assertRoute(router, "beta", "/a", headers={"x-beta": ["1"]})
 
     def test_protocols(self) -> None:
         """

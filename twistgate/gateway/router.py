@@ -27,12 +27,20 @@ C{path_handling} C{v0} and re-escaped for the wire.
 
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Dict, FrozenSet, List, Mapping, Optional, Pattern, Sequence, Tuple
 
 from twistgate.config.filters import pcreToPython
 from twistgate.config.model import GatewayConfig, Route, Service
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+CACHE_SIZE = 4096
+"""
+How many recent routing decisions a L{Router} remembers (as Kong's router
+cache does); it starts afresh when full, so unbounded distinct paths cost
+memory only up to this bound.
+"""
 
 _RESERVED = frozenset("!*'();:@&=+$,/?%#[]")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -302,7 +310,7 @@ class Router:
     """
     Routes requests over one configuration. Build one per configuration: all
     patterns are compiled and all matchers sorted here, so that L{match}
-    only compares.
+    only compares, and recent decisions are remembered.
     """
 
     def __init__(self, config: GatewayConfig) -> None:
@@ -320,6 +328,10 @@ class Router:
                 matchers.append(_Matcher(route, service, path, (routeIndex, pathIndex)))
         matchers.sort(key=lambda matcher: matcher.sortKey)
         self._matchers: Tuple[_Matcher, ...] = tuple(matchers)
+        self._headerNames: Tuple[str, ...] = tuple(
+            sorted({name for matcher in matchers for name, _, _ in matcher.headers})
+        )
+        self._cache: Dict[tuple, Optional[RouteMatch]] = {}
 
     def match(
         self,
@@ -343,6 +355,28 @@ class Router:
             host's port when C{host} names none (defaults to the scheme's).
         @return: the match, or L{None} when no route matches (Kong's 404).
         """
+        key: tuple = (method, host, path, scheme, port)
+        if self._headerNames:
+            key += tuple(tuple(headers.get(name) or ()) for name in self._headerNames)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = self._find(method, host, path, headers, scheme, port)
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = found
+        return found
+
+    def _find(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        headers: Mapping[str, Sequence[str]],
+        scheme: str,
+        port: Optional[int],
+    ) -> Optional[RouteMatch]:
         hostName, hostPort = splitHost(host, port if port is not None else _DEFAULT_PORTS.get(scheme, 80))
         path = normalizePath(path)
         for matcher in self._matchers:
@@ -377,4 +411,4 @@ class Router:
         else:
             matchedPath = matcher.prefix
         upstream = upstreamPathFor(matcher.route.stripPath, matcher.service.path, path, matchedPath)
-        return RouteMatch(matcher.route, matcher.service, escapePath(upstream), captures)
+        return RouteMatch(matcher.route, matcher.service, escapePath(upstream), MappingProxyType(captures))
