@@ -375,6 +375,20 @@ class DocumentErrorTests(LoaderTestMixin, SynchronousTestCase):
             'line 5, column 3: duplicate key "host"',
         )
 
+    def test_mergeKeyOverride(self) -> None:
+        """
+        Overriding a key merged in with C{<<} is not a duplicate.
+        """
+        config = load(
+            """
+            services:
+            - &base {name: a, host: a.example, retries: 1}
+            - <<: *base
+              name: b
+            """
+        )
+        self.assertEqual([(s.name, s.host, s.retries) for s in config.services], [("a", "a.example", 1), ("b", "a.example", 1)])
+
     def test_sectionNotList(self) -> None:
         self.assertErrors("services: {name: a}\n", "services: expected a list, got a mapping")
 

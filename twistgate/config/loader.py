@@ -72,9 +72,10 @@ class _YamlLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
             seen = set()
             for keyNode, _ in node.value:
+                if keyNode.tag == "tag:yaml.org,2002:merge":
+                    continue
                 key = self.construct_object(keyNode, deep=True)
                 try:
                     duplicate = key in seen
