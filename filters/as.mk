@@ -4,6 +4,8 @@
 AS_FILTERS := greeting
 NPM ?= npm
 
+LANGUAGES += as
+
 .PHONY: as $(addprefix as-,$(AS_FILTERS))
 
 as: $(addprefix as-,$(AS_FILTERS))

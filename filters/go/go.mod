@@ -1,0 +1,3 @@
+module twistgate/proxywasm
+
+go 1.25
