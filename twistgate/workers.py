@@ -19,14 +19,24 @@ Two ways of sharing a port:
       worker is down, connections hashed to its socket wait in that socket's
       backlog (held open by the parent) until it is back.
 
+Reloads reach every worker: C{SIGHUP} to the supervisor makes every worker
+re-read the configuration file. A configuration posted to one worker's admin
+API (C{POST /config}) is shared through a file: that worker calls
+L{shareConfig}, which writes the text to C{$TWISTGATE_SHARED_CONFIG} and sends
+C{SIGUSR2} to the supervisor; the supervisor forwards C{SIGUSR2} to every
+worker, which loads L{sharedConfigText}. Workers (re)started after that read
+the posted configuration, until the next C{SIGHUP} makes the file win again.
+
 Only L{twistgate.tap} and L{twistgate.service} touch the global reactor; this
 module receives it as a parameter.
 """
 
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -39,14 +49,24 @@ from twisted.python.failure import Failure
 
 LISTEN_FDS_START = 3
 
+#: Environment of a worker: its index, the supervisor's pid, the file that
+#: carries a posted configuration to every worker.
+WORKER_INDEX = "TWISTGATE_WORKER_INDEX"
+SUPERVISOR_PID = "TWISTGATE_SUPERVISOR_PID"
+SHARED_CONFIG = "TWISTGATE_SHARED_CONFIG"
+
 # Runs in the worker before twistd: record the worker's own pid for the
-# systemd endpoint parser, and ask the kernel to SIGTERM the worker when the
-# supervisor dies (so no orphan keeps serving on the shared sockets).
+# systemd endpoint parser, ignore reload signals until the gateway installs
+# its handlers (a reload during start-up must not kill it), and ask the
+# kernel to SIGTERM the worker when the supervisor dies (so no orphan keeps
+# serving on the shared sockets).
 _WORKER_BOOT = """\
-import os, sys
+import os, signal, sys
 os.environ["LISTEN_PID"] = str(os.getpid())
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 try:
-    import ctypes, signal
+    import ctypes
     ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
 except (OSError, AttributeError):
     pass
@@ -196,6 +216,70 @@ def pluginArguments(argv: Sequence[str], plugin: str = "twistgate") -> List[str]
     return []
 
 
+def isWorker(environ: Mapping[str, str] = os.environ) -> bool:
+    """
+    @return: whether this process is a worker of a L{WorkerSupervisor}.
+    """
+    return SUPERVISOR_PID in environ and SHARED_CONFIG in environ
+
+
+def shareConfig(text: str, environ: Mapping[str, str] = os.environ, kill=os.kill) -> bool:
+    """
+    Hand a configuration this worker accepted (C{POST /config}) to every
+    worker: write it to the shared file and signal the supervisor.
+
+    @param text: the configuration's text, already loaded successfully.
+    @return: C{False} when this process is not a worker (nothing to do).
+    """
+    if not isWorker(environ):
+        return False
+    path = environ[SHARED_CONFIG]
+    partial = f"{path}.{os.getpid()}"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(partial, path)
+    kill(int(environ[SUPERVISOR_PID]), signal.SIGUSR2)
+    return True
+
+
+def sharedConfigText(environ: Mapping[str, str] = os.environ) -> Optional[str]:
+    """
+    The configuration last shared by a worker (on C{SIGUSR2}).
+
+    @return: its text, or L{None} when there is none.
+    """
+    try:
+        with open(environ[SHARED_CONFIG], encoding="utf-8") as f:
+            return f.read()
+    except (KeyError, OSError):
+        return None
+
+
+def _replaceConfig(args: Sequence[str], path: str) -> List[str]:
+    """
+    Plugin arguments with their C{--config} (C{-c}) value replaced by
+    C{path}; added when absent.
+    """
+    replaced: List[str] = []
+    found = False
+    skipNext = False
+    for arg in args:
+        if skipNext:
+            skipNext = False
+            continue
+        if arg in ("--config", "-c"):
+            replaced += ["--config", path]
+            found = skipNext = True
+        elif arg.startswith("--config="):
+            replaced.append("--config=" + path)
+            found = True
+        else:
+            replaced.append(arg)
+    if not found:
+        replaced += ["--config", path]
+    return replaced
+
+
 class _WorkerProtocol(ProcessProtocol):
     """
     Tells the supervisor when its worker process ends.
@@ -254,8 +338,8 @@ class WorkerSupervisor(Service):
         @param stableTime: a worker that ran this long resets its delay.
         @param env: the workers' environment (default: the parent's).
         @param executable: the Python interpreter that runs the workers.
-        @param installSignalHandlers: handle C{SIGHUP} in the parent by
-            forwarding it (off in unit tests).
+        @param installSignalHandlers: handle C{SIGHUP} and C{SIGUSR2} in the
+            parent by forwarding them (off in unit tests).
         @param bind: creates a listening socket from a description.
         @param plugin: the twistd plugin the workers run.
         @param listenOption: the worker option that takes a listener's
@@ -289,7 +373,9 @@ class WorkerSupervisor(Service):
         self._startedAt: Dict[int, float] = {}
         self._pendingRestarts: Dict[int, object] = {}
         self._exitWaiters: Dict[int, List[Deferred]] = {}
-        self._previousHangup = None
+        self._previousHandlers: Dict[int, object] = {}
+        self._runtimeDir: Optional[str] = None
+        self._postedConfigWins = False
 
     def _socketsFor(self, index: int) -> List[socket.socket]:
         """
@@ -305,6 +391,8 @@ class WorkerSupervisor(Service):
         """
         sockets = self._socketsFor(index)
         args = list(self._pluginArgs)
+        if self._postedConfigWins:
+            args = _replaceConfig(args, self.sharedConfigPath)
         childFDs: Dict[int, object] = {0: "w", 1: 1, 2: 2}
         for offset, (listener, sock) in enumerate(zip(self.listeners, sockets)):
             args += [self.listenOption.format(name=listener.name), adoptedDescription(listener.name, sock)]
@@ -314,8 +402,7 @@ class WorkerSupervisor(Service):
         env.update(
             LISTEN_FDS=str(len(sockets)),
             LISTEN_FDNAMES=":".join(listener.name for listener in self.listeners),
-            TWISTGATE_WORKER_INDEX=str(index),
-            TWISTGATE_SUPERVISOR_PID=str(os.getpid()),
+            **{WORKER_INDEX: str(index), SUPERVISOR_PID: str(os.getpid()), SHARED_CONFIG: self.sharedConfigPath},
         )
         return argv, env, childFDs
 
@@ -335,11 +422,12 @@ class WorkerSupervisor(Service):
         except BaseException:
             self._closeSockets()
             raise
+        self._runtimeDir = tempfile.mkdtemp(prefix="twistgate-workers-")
         Service.startService(self)
         if self.installSignalHandlers:
-            self._previousHangup = signal.signal(
-                signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload)
-            )
+            for signum, handler in ((signal.SIGHUP, self.reload), (signal.SIGUSR2, self.sharePostedConfig)):
+                self._previousHandlers[signum] = signal.signal(
+                    signum, lambda number, frame, handler=handler: self.reactor.callFromThread(handler))
         for index in range(self.count):
             self._delay[index] = self.minRestartDelay
             self.restarts[index] = 0
@@ -379,13 +467,32 @@ class WorkerSupervisor(Service):
         )
         self._pendingRestarts[index] = self.reactor.callLater(delay, self._startWorker, index)
 
+    @property
+    def sharedConfigPath(self) -> str:
+        """
+        The file through which a posted configuration reaches every worker.
+        """
+        return os.path.join(self._runtimeDir or tempfile.gettempdir(), "posted-config.yml")
+
     def reload(self) -> None:
         """
-        Ask every running worker to reload its configuration (C{SIGHUP}).
+        Ask every running worker to re-read the configuration file
+        (C{SIGHUP}); workers started from now on read the file too.
         """
+        self._postedConfigWins = False
         self.log.info("reload: SIGHUP to {n} workers", n=len(self.workers))
         for transport in list(self.workers.values()):
             self._signal(transport, "HUP")
+
+    def sharePostedConfig(self) -> None:
+        """
+        A worker shared a posted configuration (L{shareConfig}): ask every
+        worker to load it (C{SIGUSR2}); workers started from now on read it.
+        """
+        self._postedConfigWins = True
+        self.log.info("posted configuration: SIGUSR2 to {n} workers", n=len(self.workers))
+        for transport in list(self.workers.values()):
+            self._signal(transport, "USR2")
 
     def _signal(self, transport, name: str) -> None:
         try:
@@ -402,9 +509,9 @@ class WorkerSupervisor(Service):
         @return: a L{Deferred} that fires once every worker has exited.
         """
         Service.stopService(self)
-        if self.installSignalHandlers and self._previousHangup is not None:
-            signal.signal(signal.SIGHUP, self._previousHangup)
-            self._previousHangup = None
+        for signum, previous in self._previousHandlers.items():
+            signal.signal(signum, previous)
+        self._previousHandlers.clear()
         for call in self._pendingRestarts.values():
             if call.active():
                 call.cancel()
@@ -429,3 +536,6 @@ class WorkerSupervisor(Service):
             for sock in socks:
                 sock.close()
         self._sockets = []
+        if self._runtimeDir is not None:
+            shutil.rmtree(self._runtimeDir, ignore_errors=True)
+            self._runtimeDir = None
