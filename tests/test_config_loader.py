@@ -277,6 +277,18 @@ class ValidConfigTests(SynchronousTestCase):
             config = load("services: []\n", header='_format_version: "%s"\n' % (version,))
             self.assertEqual(config.services, ())
 
+    def test_legacyRegexPaths(self) -> None:
+        """
+        In Kong 2 formats (1.1, 2.1) a path with regex characters is a regex
+        path, as Kong 3 reads those files: it gets its C{~}. In 3.0 it is
+        a prefix.
+        """
+        routes = "services:\n- name: s\n  host: s.example\n  routes:\n  - {name: r, paths: ['/users/\\d+$', /plain/path_1.x~%20]}\n"
+        for version in ("1.1", "2.1"):
+            config = load(routes, header='_format_version: "%s"\n' % (version,))
+            self.assertEqual(config.routes[0].paths, ("~/users/\\d+$", "/plain/path_1.x~%20"))
+        self.assertEqual(load(routes).routes[0].paths, ("/users/\\d+$", "/plain/path_1.x~%20"))
+
     def test_shippedConfigs(self) -> None:
         """
         The shipped walkthrough configs load: kong.yml with the greeting

@@ -34,6 +34,12 @@ from it are what admin API users and logs refer to across restarts.
 """
 
 SUPPORTED_FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
+LEGACY_FORMAT_VERSIONS = ("1.1", "2.1")
+"""
+Kong 2 formats, whose regex paths had no C{~}: as Kong 3 does when it reads
+them, a path with any character outside C{[A-Za-z0-9._~/%-]} is taken as a
+regex and given its C{~}.
+"""
 
 PROTOCOLS = ("http", "https")
 MAX_TIMEOUT = 2**31 - 2
@@ -59,6 +65,7 @@ _METHOD = re.compile(r"^[A-Z]+$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_PATH_CHARACTER = re.compile(r"[\x00-\x20\x7f]|%(?![0-9A-Fa-f]{2})")
 _ENV_NAME = re.compile(r"^[^=\x00]+$")
+_PLAIN_LEGACY_PATH = re.compile(r"^[A-Za-z0-9._~/%-]*$")
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -163,6 +170,7 @@ class _ConfigReader:
         self.services: List[_Draft] = []
         self.routes: List[_Draft] = []
         self.chains: List[_Draft] = []
+        self.legacyPaths = False
 
     def error(self, location: str, message: str) -> None:
         self.errors.append("%s: %s" % (location, message))
@@ -306,6 +314,8 @@ class _ConfigReader:
             self.typeError("_format_version", "a string", version)
         elif version not in SUPPORTED_FORMAT_VERSIONS:
             self.error("_format_version", "unsupported version %s (supported: %s)" % (_describe(version), supported))
+        else:
+            self.legacyPaths = version in LEGACY_FORMAT_VERSIONS
 
     def service(self, raw: object, location: str) -> None:
         raw = self.mapping(raw, location)
@@ -430,6 +440,8 @@ class _ConfigReader:
     def paths(self, raw: dict, location: str) -> Tuple[str, ...]:
         paths = []
         for where, path in self.strings(raw, "paths", location):
+            if self.legacyPaths and not path.startswith("~") and not _PLAIN_LEGACY_PATH.match(path):
+                path = "~" + path
             if path.startswith("~"):
                 try:
                     re.compile(pcreToPython(path[1:]))
