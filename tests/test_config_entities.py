@@ -105,7 +105,11 @@ class EntitiesTests(SynchronousTestCase):
                 "service": None,
                 "route": {"id": self.config.routes[0].id},
                 "filters": [
-                    {"name": "greeting", "config": {"my_greeting": "Hello from Kong using WebAssembly!"}, "enabled": True}
+                    {
+                        "name": "greeting",
+                        "config": {"my_greeting": "Hello from Kong using WebAssembly!"},
+                        "enabled": True,
+                    }
                 ],
                 "tags": None,
             },

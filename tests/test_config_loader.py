@@ -184,7 +184,9 @@ class ValidConfigTests(SynchronousTestCase):
         entry = self.config.filterChains[0].filters[0]
         self.assertEqual(entry.config, '{"my_greeting":"Hello from Kong using WebAssembly!"}')
         self.assertEqual(entry.rawConfig, {"my_greeting": "Hello from Kong using WebAssembly!"})
-        self.assertEqual((entry.enabled, entry.rootId, entry.failurePolicy, dict(entry.env)), (True, "greeting", "fail_closed", {}))
+        self.assertEqual(
+            (entry.enabled, entry.rootId, entry.failurePolicy, dict(entry.env)), (True, "greeting", "fail_closed", {})
+        )
 
     def test_filterConfigString(self) -> None:
         """
@@ -283,7 +285,10 @@ class ValidConfigTests(SynchronousTestCase):
         path, as Kong 3 reads those files: it gets its C{~}. In 3.0 it is
         a prefix.
         """
-        routes = "services:\n- name: s\n  host: s.example\n  routes:\n  - {name: r, paths: ['/users/\\d+$', /plain/path_1.x~%20]}\n"
+        routes = (
+            "services:\n- name: s\n  host: s.example\n  routes:\n"
+            "  - {name: r, paths: ['/users/\\d+$', /plain/path_1.x~%20]}\n"
+        )
         for version in ("1.1", "2.1"):
             config = load(routes, header='_format_version: "%s"\n' % (version,))
             self.assertEqual(config.routes[0].paths, ("~/users/\\d+$", "/plain/path_1.x~%20"))
@@ -297,7 +302,9 @@ class ValidConfigTests(SynchronousTestCase):
         config = loadConfigFile(os.path.join(REPOSITORY, "config", "kong.yml"), FILTERS)
         [echo] = config.services
         self.assertEqual((echo.name, echo.host, echo.port), ("echo", "127.0.0.1", 8080))
-        self.assertEqual([(r.name, r.paths) for r in config.routes], [("greeting-route", ("/greet",)), ("echo-route", ("/",))])
+        self.assertEqual(
+            [(r.name, r.paths) for r in config.routes], [("greeting-route", ("/greet",)), ("echo-route", ("/",))]
+        )
         routeChain = config.chainFor(routeId=config.routes[0].id)
         serviceChain = config.chainFor(serviceId=echo.id)
         self.assertEqual(
@@ -368,7 +375,9 @@ class DocumentErrorTests(LoaderTestMixin, SynchronousTestCase):
         An unquoted C{3.0} is a YAML number: the message says to quote it.
         """
         self.assertErrors(
-            "", '_format_version: expected a string, got 3.0 (write it in quotes: "3.0")', header="_format_version: 3.0\n"
+            "",
+            '_format_version: expected a string, got 3.0 (write it in quotes: "3.0")',
+            header="_format_version: 3.0\n",
         )
 
     def test_unknownTopLevel(self) -> None:
@@ -399,7 +408,9 @@ class DocumentErrorTests(LoaderTestMixin, SynchronousTestCase):
               name: b
             """
         )
-        self.assertEqual([(s.name, s.host, s.retries) for s in config.services], [("a", "a.example", 1), ("b", "a.example", 1)])
+        self.assertEqual(
+            [(s.name, s.host, s.retries) for s in config.services], [("a", "a.example", 1), ("b", "a.example", 1)]
+        )
 
     def test_sectionNotList(self) -> None:
         self.assertErrors("services: {name: a}\n", "services: expected a list, got a mapping")
@@ -704,7 +715,8 @@ class RouteErrorTests(LoaderTestMixin, SynchronousTestCase):
 
     def test_danglingService(self) -> None:
         self.assertErrors(
-            "routes:\n- {name: r, paths: [/], service: nope}\n- {paths: [/x], service: {id: 0b4ae4a1-8e52-4b7b-9d4e-fe1f9e1c3a11}}\n",
+            "routes:\n- {name: r, paths: [/], service: nope}\n"
+            "- {paths: [/x], service: {id: 0b4ae4a1-8e52-4b7b-9d4e-fe1f9e1c3a11}}\n",
             'routes[0].service: no such service: "nope"',
             'routes[1].service: no such service: "0b4ae4a1-8e52-4b7b-9d4e-fe1f9e1c3a11"',
         )
@@ -782,14 +794,16 @@ class FilterChainErrorTests(LoaderTestMixin, SynchronousTestCase):
         A top-level chain names exactly one of a service and a route.
         """
         self.assertErrors(
-            self.SERVICE + "filter_chains:\n- {filters: [{name: raw}]}\n- {service: s, route: r, filters: [{name: raw}]}\n",
+            self.SERVICE
+            + "filter_chains:\n- {filters: [{name: raw}]}\n- {service: s, route: r, filters: [{name: raw}]}\n",
             'filter_chains[0]: must set exactly one of "service", "route"',
             'filter_chains[1]: must set exactly one of "service", "route"',
         )
 
     def test_dangling(self) -> None:
         self.assertErrors(
-            self.SERVICE + "filter_chains:\n- {service: x, filters: [{name: raw}]}\n- {route: y, filters: [{name: raw}]}\n",
+            self.SERVICE
+            + "filter_chains:\n- {service: x, filters: [{name: raw}]}\n- {route: y, filters: [{name: raw}]}\n",
             'filter_chains[0].service: no such service: "x"',
             'filter_chains[1].route: no such route: "y"',
         )
@@ -804,7 +818,8 @@ class FilterChainErrorTests(LoaderTestMixin, SynchronousTestCase):
 
     def test_onePerRoute(self) -> None:
         self.assertErrors(
-            self.SERVICE + "filter_chains:\n- {route: r, filters: [{name: raw}]}\n- {route: r, filters: [{name: raw}]}\n",
+            self.SERVICE
+            + "filter_chains:\n- {route: r, filters: [{name: raw}]}\n- {route: r, filters: [{name: raw}]}\n",
             'filter_chains[1]: route "r" already has a filter chain (filter_chains[0]); only one chain per route',
         )
 

@@ -60,7 +60,8 @@ _FILTER_FIELDS = ("name", "config", "enabled", "root_id", "failure_policy", "env
 _REFERENCE_FIELDS = ("id", "name")
 
 _NAME = re.compile(r"^(?:[A-Za-z0-9._~-]|[^\x00-\x7f])+$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(r"^%s(?:\.%s)*\.?$" % (_LABEL, _LABEL))
 _METHOD = re.compile(r"^[A-Z]+$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_PATH_CHARACTER = re.compile(r"[\x00-\x20\x7f]|%(?![0-9A-Fa-f]{2})")
@@ -292,7 +293,9 @@ class _ConfigReader:
     def document(self, doc: object) -> None:
         if not isinstance(doc, dict):
             what = "an empty document" if doc is None else _describe(doc)
-            self.error("(root)", "expected a mapping with _format_version, services, routes and filter_chains, got " + what)
+            self.error(
+                "(root)", "expected a mapping with _format_version, services, routes and filter_chains, got " + what
+            )
             return
         self.checkFields(doc, _TOP_LEVEL_FIELDS, "", " (twistgate reads services, routes and filter_chains)")
         self.formatVersion(doc)
@@ -351,7 +354,10 @@ class _ConfigReader:
             return self.parseUrl(url, _field(location, "url"))
         protocol = self.string(raw, "protocol", location, "http")
         if protocol not in PROTOCOLS:
-            self.error(_field(location, "protocol"), "%s is not supported (expected \"http\" or \"https\")" % (_describe(protocol),))
+            self.error(
+                _field(location, "protocol"),
+                "%s is not supported (expected \"http\" or \"https\")" % (_describe(protocol),),
+            )
             protocol = "http"
         host = self.string(raw, "host", location, required=True)
         if host is not None and not self.validUpstreamHost(host, _field(location, "host")):
@@ -404,7 +410,9 @@ class _ConfigReader:
             self.error(location, "path %s must start with \"/\"" % (_describe(path),))
             return False
         if _BAD_PATH_CHARACTER.search(path):
-            self.error(location, "path %s has a space, a control character or a bad percent-encoding" % (_describe(path),))
+            self.error(
+                location, "path %s has a space, a control character or a bad percent-encoding" % (_describe(path),)
+            )
             return False
         return True
 
@@ -472,7 +480,9 @@ class _ConfigReader:
                 self.error(where, "invalid wildcard %s: must have at most one wildcard" % (_describe(host),))
                 continue
             if stars == 1 and not (name.startswith("*.") or name.endswith(".*")):
-                self.error(where, "invalid wildcard %s: must be placed at leftmost or rightmost label" % (_describe(host),))
+                self.error(
+                    where, "invalid wildcard %s: must be placed at leftmost or rightmost label" % (_describe(host),)
+                )
                 continue
             plain = name.replace("*", "a")
             bracketed = plain[1:-1] if plain.startswith("[") and plain.endswith("]") else None
@@ -491,7 +501,9 @@ class _ConfigReader:
         methods = []
         for where, method in self.strings(raw, "methods", location):
             if not _METHOD.match(method):
-                self.error(where, "invalid method %s: methods are upper-case letters, e.g. \"GET\"" % (_describe(method),))
+                self.error(
+                    where, "invalid method %s: methods are upper-case letters, e.g. \"GET\"" % (_describe(method),)
+                )
                 continue
             methods.append(method)
         return tuple(methods)
@@ -700,7 +712,8 @@ def _findDuplicates(reader: _ConfigReader, drafts: List[_Draft], what: str) -> N
         first = byId.setdefault(draft.id, draft)
         if first is not draft and (draft.explicitId or first.explicitId):
             reader.error(
-                _field(draft.location, "id"), "duplicate %s id %s (also %s)" % (what, _describe(draft.id), first.location)
+                _field(draft.location, "id"),
+                "duplicate %s id %s (also %s)" % (what, _describe(draft.id), first.location),
             )
 
 

@@ -125,7 +125,9 @@ def normalizePath(path: str) -> str:
 
 
 def _escapeCharacter(match) -> str:
-    return "".join("%%%02X" % (byte,) for byte in match.group(0).encode("utf-8" if ord(match.group(0)) > 255 else "latin-1"))
+    character = match.group(0)
+    encoded = character.encode("utf-8" if ord(character) > 255 else "latin-1")
+    return "".join("%%%02X" % (byte,) for byte in encoded)
 
 
 def escapePath(path: str) -> str:
