@@ -213,3 +213,7 @@ class GatewayService(MultiService):
                                count=self.state.inFlight, seconds=self.settings.drainTimeout)
         yield self.upstream.close()
         self.state.stop()
+        if self._handleSignals and getattr(self._reactor, "_exitSignal", None) == signal.SIGTERM:
+            # A graceful stop on SIGTERM is a success: exit 0 rather than let
+            # twistd re-raise the signal on itself once the reactor stopped.
+            self._reactor._exitSignal = None

@@ -8,8 +8,8 @@ import ipaddress
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import error as ierror
-from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -139,11 +139,14 @@ class UpstreamClient:
         attempt: Optional[Deferred] = None
 
         def cancel(_: Deferred) -> None:
+            if timer[0] is not None and timer[0].active():
+                timer[0].cancel()
             if attempt is not None:
                 attempt.cancel()
 
         result: Deferred = Deferred(cancel)
         retriesLeft = [service.retries]
+        timer: list = [None]
 
         def send() -> None:
             nonlocal attempt
@@ -151,17 +154,30 @@ class UpstreamClient:
                 onAttempt()
             producer = bodyProducerFactory() if bodyProducerFactory is not None else None
             attempt = agent.request(method, uri, requestHeaders, producer)
-            attempt.addTimeout(service.readTimeout / 1000.0, self._reactor)
+            timer[0] = self._reactor.callLater(service.readTimeout / 1000.0, timedOut, attempt)
             attempt.addCallbacks(succeeded, failed)
 
+        def timedOut(late: Deferred) -> None:
+            timer[0] = None
+            if not result.called:
+                result.errback(UpstreamTimeout("no response within {} ms".format(service.readTimeout)))
+            late.cancel()
+
+        def stopTimer() -> None:
+            if timer[0] is not None and timer[0].active():
+                timer[0].cancel()
+            timer[0] = None
+
         def succeeded(response: IResponse) -> None:
+            stopTimer()
+            if result.called:
+                response.deliverBody(_Discard())
+                return
             result.callback(response)
 
         def failed(failure) -> None:
+            stopTimer()
             if result.called:
-                return
-            if failure.check(defer.TimeoutError):
-                result.errback(UpstreamTimeout("no response within {} ms".format(service.readTimeout)))
                 return
             if failure.check(ierror.ConnectError, ierror.DNSLookupError) and retriesLeft[0] > 0:
                 retriesLeft[0] -= 1
@@ -184,6 +200,15 @@ class UpstreamClient:
         Close every idle upstream connection.
         """
         return self.pool.closeCachedConnections()
+
+
+class _Discard(Protocol):
+    """
+    Drops the body of a response that came too late.
+    """
+
+    def connectionMade(self):
+        self.transport.stopProducing()
 
 
 def _describe(failure) -> str:

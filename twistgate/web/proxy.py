@@ -22,12 +22,12 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from twistgate import __version__
+import twistgate
 from twistgate.gateway.exchange import Exchange, LocalResponse
 from twistgate.gateway.state import GatewayState, Generation
 from twistgate.gateway.upstream import UpstreamClient, UpstreamTimeout
 
-SERVER_TOKEN = b"twistgate/" + __version__.encode("ascii")
+SERVER_TOKEN = b"twistgate/" + twistgate.__version__.encode("ascii")
 VIA = b"1.1 " + SERVER_TOKEN
 
 #: Kong's bodies for the responses the gateway itself produces.
@@ -43,6 +43,7 @@ MESSAGES = {
     504: "The upstream server is timing out",
 }
 NO_ROUTE = "no Route matched with those values"
+_REASONS = {431: b"Request Header Fields Too Large"}
 
 #: Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset([
@@ -74,7 +75,7 @@ def rawResponse(status: int, message: str) -> bytes:
     """
     body = jsonBody(message)
     return b"".join([
-        b"HTTP/1.1 %d %s\r\n" % (status, http.RESPONSES.get(status, b"Error")),
+        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status) or http.RESPONSES.get(status, b"Error")),
         b"Content-Type: application/json; charset=utf-8\r\n",
         b"Content-Length: %d\r\n" % (len(body),),
         b"Connection: close\r\n",
@@ -145,8 +146,7 @@ class GatewayRequest(server.Request):
     def _reject(self, status: int) -> None:
         self._rejected = True
         self.content = None
-        self.channel.transport.write(rawResponse(status, MESSAGES[status]))
-        self.channel.loseConnection()
+        self.channel.refuse(status)
 
     def requestReceived(self, command, path, version):
         if self._rejected:
@@ -186,21 +186,54 @@ class GatewayChannel(http.HTTPChannel):
             self.transport.write(rawResponse(408, MESSAGES[408]))
         self.loseConnection()
 
-    def _refuse(self, status: int) -> None:
+    _refused = False
+    lingerTimeout = 2.0
+
+    def refuse(self, status: int) -> None:
+        """
+        Answer C{status} with Kong's JSON body and close: stop sending, read
+        and drop whatever the client still sends for a moment (so the answer
+        is not lost to a reset), then disconnect.
+        """
+        if self._refused:
+            return
+        self._refused = True
         self._stopHeaderTimer()
+        self.setTimeout(None)
         self.transport.write(rawResponse(status, MESSAGES[status]))
-        self.loseConnection()
+        try:
+            self.transport.resumeProducing()
+            self.transport.loseWriteConnection()
+        except (AttributeError, NotImplementedError):
+            self.transport.loseConnection()
+            return
+        self._lingering = self.callLater(self.lingerTimeout, self.transport.abortConnection)
+
+    def dataReceived(self, data):
+        if self._refused:
+            return
+        super().dataReceived(data)
+
+    def rawDataReceived(self, data):
+        if self._refused:
+            return
+        super().rawDataReceived(data)
+
+    def lineLengthExceeded(self, line):
+        self.refuse(431)
 
     def lineReceived(self, line):
+        if self._refused:
+            return
         self._partialHead = True
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self._refuse(431)
+            self.refuse(431)
             return
         super().lineReceived(line)
 
     def headerReceived(self, line):
         if self._receivedHeaderCount >= self.maxHeaders:
-            self._refuse(431)
+            self.refuse(431)
             return False
         return super().headerReceived(line)
 
@@ -214,10 +247,13 @@ class GatewayChannel(http.HTTPChannel):
             self._startHeaderTimer()
 
     def _respondToBadRequestAndDisconnect(self):
-        self._refuse(400)
+        self.refuse(400)
 
     def connectionLost(self, reason):
         self._stopHeaderTimer()
+        lingering = getattr(self, "_lingering", None)
+        if lingering is not None and lingering.active():
+            lingering.cancel()
         super().connectionLost(reason)
 
 
