@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from twistgate import __version__
+import twistgate
 from twistgate.config.entities import filterChainToDict, filterEntryToDict, filterFileToDict, routeToDict, serviceToDict
 from twistgate.config.errors import ConfigError
 from twistgate.config.filters import configSchemaOf
@@ -80,7 +80,7 @@ class AdminResource(Resource):
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
         request.setHeader(b"content-length", b"%d" % (len(body),))
-        request.setHeader(b"server", b"twistgate/" + __version__.encode("ascii"))
+        request.setHeader(b"server", b"twistgate/" + twistgate.__version__.encode("ascii"))
         return body
 
     # GET
@@ -107,7 +107,7 @@ class AdminResource(Resource):
         settings = self.gateway.settings
         return {
             "tagline": "Welcome to twistgate",
-            "version": __version__,
+            "version": twistgate.__version__,
             "hostname": socket.gethostname(),
             "node_id": NODE_ID,
             "pids": {"master": os.getpid(), "workers": [os.getpid()]},

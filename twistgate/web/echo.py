@@ -19,7 +19,7 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from twistgate import __version__
+import twistgate
 
 MAX_DELAY = 60.0
 _CHUNK = 1 << 16
@@ -143,7 +143,7 @@ class EchoResource(Resource):
         self._clock = clock
 
     def render(self, request: server.Request):
-        request.setHeader(b"server", b"twistgate-echo/" + __version__.encode("ascii"))
+        request.setHeader(b"server", b"twistgate-echo/" + twistgate.__version__.encode("ascii"))
         segments: List[bytes] = request.path.split(b"/")[1:]
         knob = segments[0] if segments else b""
         argument = segments[1] if len(segments) > 1 else b""
