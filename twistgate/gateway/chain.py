@@ -1,0 +1,570 @@
+"""
+The chain runner: a L{ChainPlanner} turns a configuration into a
+L{ChainPlan} (one Proxy-Wasm instance per filter module, one root context
+per filter entry); the plan gives each request its L{ChainRun}, which runs
+the request's filters (the service chain, then the route chain) step by
+step over the request's L{Exchange}, as C{IChainRun} specifies.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twistgate.config.errors import ConfigError
+from twistgate.config.filters import FilterFile
+from twistgate.gateway.exchange import IChainRun, LocalResponse
+from twistgate.gateway.filters import FilterRegistry, UnknownFilter
+from twistgate.proxywasm.constants import Action
+from twistgate.proxywasm.metrics import MetricStore
+from twistgate.proxywasm.shared import InMemorySharedData, InMemorySharedQueues
+from twistgate.proxywasm.vm import HostEnvironment, ProxyWasmVM, TrapPolicy, VMStartError
+from twistgate.wasm.interfaces import Limits, WasmCompileError, WasmTrap
+
+log = Logger(namespace="twistgate.gateway.chain")
+
+_JSON = [(b"content-type", b"application/json; charset=utf-8")]
+_FAILED_BODY = b'{"message":"An unexpected error occurred"}\n'
+_UNAVAILABLE_BODY = b'{"message":"Service unavailable: a filter is in backoff after repeated failures"}\n'
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    """
+    Limits of the chain runner.
+
+    @ivar pauseTimeout: seconds a filter may keep a request paused (waiting
+        for its HTTP calls or C{proxy_continue_stream}) before the request
+        fails.
+    @ivar maxBufferedResponseBody: bytes of response body a filter may
+        buffer by returning PAUSE from C{on_response_body}.
+    """
+
+    pauseTimeout: float = 60.0
+    maxBufferedResponseBody: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FilterSlot:
+    """
+    One filter entry of a plan: its entry, VM and root context.
+    """
+
+    entry: object
+    vm: ProxyWasmVM
+    root: object
+    location: str
+
+
+def _wasiFactory():
+    try:
+        from twistgate.wasm import wasi
+    except ImportError:
+        return None
+    factory = getattr(wasi, "proxyWasmFunctions", None)
+    return factory
+
+
+class ChainPlanner:
+    """
+    Builds L{ChainPlan}s from configurations, compiling each filter module
+    once.
+    """
+
+    def __init__(self, runtime, filters: Mapping[str, FilterFile], reactor, agent,
+                 limits: Limits = Limits(), cacheDirectory: Optional[str] = None,
+                 sharedData=None, sharedQueues=None, metrics=None,
+                 trapPolicy: Optional[TrapPolicy] = None,
+                 settings: ChainSettings = ChainSettings(), wasi=None) -> None:
+        """
+        @param runtime: the L{twistgate.wasm.interfaces.IWasmRuntime}.
+        @param filters: the installed filters by name.
+        @param reactor: an C{IReactorTime} for timers and timeouts.
+        @param agent: the C{IAgent} filters' HTTP calls go through.
+        @param trapPolicy: when a filter that keeps trapping goes in backoff.
+        @param wasi: makes the WASI host functions of a VM (default: the
+            shim of L{twistgate.wasm.wasi}).
+        """
+        self.registry = FilterRegistry(runtime, filters, cacheDirectory)
+        self.reactor = reactor
+        self.agent = agent
+        self.limits = limits
+        self.sharedData = sharedData if sharedData is not None else InMemorySharedData()
+        self.sharedQueues = sharedQueues if sharedQueues is not None else InMemorySharedQueues()
+        self.metrics = metrics if metrics is not None else MetricStore()
+        self.trapPolicy = trapPolicy or TrapPolicy()
+        self.settings = settings
+        self.wasi = wasi if wasi is not None else _wasiFactory()
+
+    def build(self, config) -> "ChainPlan":
+        """
+        Instantiate every filter the configuration uses and start a root
+        context per enabled filter entry.
+
+        @param config: a L{twistgate.config.model.GatewayConfig}.
+        @return: the L{ChainPlan}.
+        @raise ConfigError: one line per filter entry that cannot run (no
+            such filter, invalid module, failed start, rejected
+            configuration), with its location.
+        """
+        services = {}
+        for service in config.services:
+            if service.name:
+                services[service.name] = (service.protocol if service.protocol in ("http", "https")
+                                          else "http", service.host, service.port)
+        environment = HostEnvironment(
+            self.reactor, self.agent, self.sharedData, self.sharedQueues, self.metrics,
+            services=services.get, wasi=self.wasi, trapPolicy=self.trapPolicy)
+        wanted: List[Tuple[str, object, object]] = []
+        envs: Dict[str, Dict[str, str]] = {}
+        for chainIndex, chain in enumerate(config.filterChains):
+            if not chain.enabled:
+                continue
+            for entryIndex, entry in enumerate(chain.filters):
+                if entry.enabled:
+                    location = "filter_chains[{}].filters[{}]".format(chainIndex, entryIndex)
+                    wanted.append((location, chain, entry))
+                    envs.setdefault(entry.name, {}).update(entry.env)
+        errors = []
+        vms: Dict[str, ProxyWasmVM] = {}
+        broken = set()
+        slots: Dict[str, List[FilterSlot]] = {}
+        for location, chain, entry in wanted:
+            name = entry.name
+            if name in broken:
+                continue
+            vm = vms.get(name)
+            if vm is None:
+                try:
+                    module = self.registry.module(name)
+                    vm = ProxyWasmVM(module, name, environment, self.limits, envs[name])
+                    vm.start()
+                except UnknownFilter:
+                    errors.append('{}: no such filter "{}"'.format(location, name))
+                    broken.add(name)
+                    continue
+                except (WasmCompileError, VMStartError) as error:
+                    errors.append('{}: filter "{}" cannot be loaded: {}'.format(location, name, error))
+                    broken.add(name)
+                    continue
+                vms[name] = vm
+                log.info("filter {filter}: ABI {abi} ({reason}) on {runtime}", filter=name,
+                         abi=vm.abiVersion, reason=vm.abiReason, runtime=self.registry.runtime.name)
+            configuration = entry.config.encode("utf-8") if entry.config is not None else None
+            try:
+                root = vm.addRoot(entry.rootId or name, configuration, location, entry.failurePolicy)
+            except VMStartError as error:
+                errors.append('{}: filter "{}" {}'.format(location, name, error))
+                continue
+            slots.setdefault(chain.id, []).append(FilterSlot(entry, vm, root, location))
+        if errors:
+            for vm in vms.values():
+                vm.stop()
+            raise ConfigError("{}: {}".format(config.source, error) for error in errors)
+        return ChainPlan(config, self.settings, vms, slots, self.reactor)
+
+
+class ChainPlan:
+    """
+    The filter chains of one configuration, ready to run requests.
+
+    @ivar vms: the instance of each filter module, by filter name.
+    """
+
+    def __init__(self, config, settings: ChainSettings, vms: Dict[str, ProxyWasmVM],
+                 slots: Dict[str, List[FilterSlot]], reactor) -> None:
+        self.config = config
+        self.settings = settings
+        self.vms = vms
+        self.reactor = reactor
+        self._slotsByChain = slots
+        self._combined: Dict[Tuple[Optional[str], Optional[str]], Tuple[FilterSlot, ...]] = {}
+        self.stopped = False
+
+    def slotsFor(self, serviceId: Optional[str], routeId: Optional[str]) -> Tuple[FilterSlot, ...]:
+        """
+        @return: the enabled filters of the service's chain followed by
+            those of the route's chain (Kong's combined chain).
+        """
+        key = (serviceId, routeId)
+        combined = self._combined.get(key)
+        if combined is None:
+            found: List[FilterSlot] = []
+            for chain in self.config.filterChains:
+                if serviceId is not None and chain.serviceId == serviceId:
+                    found[:0] = self._slotsByChain.get(chain.id, [])
+                elif routeId is not None and chain.routeId == routeId:
+                    found.extend(self._slotsByChain.get(chain.id, []))
+            combined = self._combined[key] = tuple(found)
+        return combined
+
+    def chainFor(self, exchange) -> Optional["ChainRun"]:
+        """
+        @return: the L{ChainRun} for a request, or L{None} when its route
+            and service have no enabled filters.
+        """
+        service = getattr(exchange.service, "id", None)
+        route = getattr(exchange.route, "id", None)
+        slots = self.slotsFor(service, route)
+        if not slots:
+            return None
+        return ChainRun(self, exchange, slots)
+
+    def stop(self) -> None:
+        """
+        Release the plan: timers, queue notifications and HTTP calls stop;
+        requests still running finish on their instances.
+        """
+        self.stopped = True
+        for vm in self.vms.values():
+            vm.stop()
+
+
+class _Member:
+    """
+    One filter of one request.
+    """
+
+    def __init__(self, slot: FilterSlot) -> None:
+        self.slot = slot
+        self.vm = slot.vm
+        self.context = None
+        self.active = True
+        self.buffer: Optional[bytes] = None
+        self.overflowed = False
+
+    @property
+    def name(self) -> str:
+        return self.slot.entry.name
+
+    @property
+    def failOpen(self) -> bool:
+        return self.slot.entry.failurePolicy == "fail_open"
+
+
+def _expectsNoBody(headers) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return False
+        if name == b"content-length":
+            return value.strip() in (b"0", b"")
+    return True
+
+
+@implementer(IChainRun)
+class ChainRun:
+    """
+    The filters of one request; see C{IChainRun}.
+    """
+
+    def __init__(self, plan: ChainPlan, exchange, slots) -> None:
+        self.exchange = exchange
+        self.plan = plan
+        self.settings = plan.settings
+        self.members = [_Member(slot) for slot in slots]
+        self.wantsRequestBody = any("proxy_on_request_body" in m.vm.exportSigs for m in self.members)
+        self.rewritesResponseBody = any("proxy_on_response_body" in m.vm.exportSigs
+                                        for m in self.members)
+        self.phase = "created"
+        self._requestStopped = False
+        self._failed = False
+        self._finished = False
+        self._contextsCreated = False
+
+    # What stream contexts tell the run.
+
+    def setLocalResponse(self, context, status: int, reason: bytes, body: bytes, headers) -> bool:
+        """
+        Store a filter's local response.
+
+        @return: false once the response has started.
+        """
+        if self.phase not in ("created", "request", "response_headers") or self._finished:
+            return False
+        self.exchange.localResponse = LocalResponse(status, body, headers, reason or None)
+        return True
+
+    def closeStream(self, context, kind) -> None:
+        """
+        A filter closed the stream: the request ends with a 500 if the
+        response has not started, and no other filter runs.
+        """
+        member = self._memberFor(context)
+        self._logRequest("error", member, "closed the stream (proxy_close_stream)")
+        if self.phase in ("created", "request", "response_headers"):
+            self.exchange.localResponse = LocalResponse(500, _FAILED_BODY, list(_JSON))
+        self._failed = True
+        self._requestStopped = True
+
+    def filterTrapped(self, context, phase: str, trap: WasmTrap) -> None:
+        """
+        A filter trapped outside a step of this run (in
+        C{on_http_call_response}).
+        """
+        member = self._memberFor(context)
+        if member is not None:
+            self._fail(member, phase, trap.message, trapped=True)
+
+    def _memberFor(self, context) -> Optional[_Member]:
+        for member in self.members:
+            if member.context is context:
+                return member
+        return None
+
+    # Failures.
+
+    def _logRequest(self, level: str, member: Optional[_Member], what: str) -> None:
+        exchange = self.exchange
+        getattr(log, level)(
+            'filter "{filter}" ({location}) {what}; request {method} {uri}',
+            filter=member.name if member else "?", location=member.slot.location if member else "?",
+            what=what, method=exchange.method.decode("latin-1"),
+            uri=exchange.originalUri.decode("latin-1"))
+
+    def _fail(self, member: _Member, phase: str, message: str, trapped: bool,
+              status: int = 500) -> None:
+        if not member.active:
+            return
+        member.active = False
+        verb = "trapped in" if trapped else "failed in"
+        policy = "fail_open: skipping it" if member.failOpen else "fail_closed"
+        self._logRequest("error", member, "{} {}: {} ({})".format(verb, phase, message, policy))
+        context = member.context
+        if context is not None and trapped:
+            member.context = None
+            member.vm.forgetStream(context)
+        elif context is not None:
+            context.abandon("failed")
+        if member.failOpen:
+            return
+        self._failed = True
+        self._requestStopped = True
+        if self.phase in ("created", "request", "response_headers"):
+            body = _UNAVAILABLE_BODY if status == 503 else _FAILED_BODY
+            self.exchange.localResponse = LocalResponse(status, body, list(_JSON))
+
+    # Calling one filter.
+
+    async def _call(self, member: _Member, phase: str, name: str, *args: int) -> Optional[int]:
+        vm = member.vm
+        if vm.busy:
+            await vm.whenIdle()
+        if not member.active or self._finished:
+            return None
+        if not vm.ensureReady():
+            if vm.inBackoff():
+                self._fail(member, phase, "filter in backoff after repeated traps", trapped=False,
+                           status=503)
+            else:
+                self._fail(member, phase, "instance unavailable: {}".format(
+                    vm.trapped.message if vm.trapped else "stopped"), trapped=False)
+            return None
+        context = member.context
+        if context is None or context.deleted or context.generation != vm.generation:
+            try:
+                member.context = vm.createStream(member.slot.root, self.exchange, self)
+            except WasmTrap as trap:
+                member.context = None
+                self._fail(member, "on_context_create", trap.message, trapped=True)
+                return None
+            if name == "proxy_on_context_create":
+                return None
+            args = (member.context.contextId,) + args[1:]
+        elif name == "proxy_on_context_create":
+            return None
+        try:
+            return vm.callWithContext(member.context, name, *args)
+        except WasmTrap as trap:
+            self._fail(member, phase, trap.message, trapped=True)
+            return None
+
+    async def _pause(self, member: _Member, phase: str) -> None:
+        context = member.context
+        if context is None:
+            return
+        if phase == "on_response_headers" and not context.pendingCalls and not context.resumeRequested:
+            self._logRequest("warn", member, "returned PAUSE from on_response_headers without a local"
+                             " response or a pending HTTP call; continuing")
+            return
+        waiter = context.waitForResume()
+        if waiter.called:
+            await waiter
+            return
+
+        def expire():
+            if not waiter.called:
+                waiter.callback("timeout")
+
+        timer = self.plan.reactor.callLater(self.settings.pauseTimeout, expire)
+        try:
+            outcome = await waiter
+        finally:
+            if timer.active():
+                timer.cancel()
+        if outcome == "timeout":
+            self._fail(member, phase, "paused and did not resume within {:g} s ({} pending HTTP"
+                       " calls, no proxy_continue_stream)".format(
+                           self.settings.pauseTimeout, len(context.pendingCalls)), trapped=False)
+        elif outcome == "lost":
+            self._fail(member, phase, "its instance was replaced while the request was paused",
+                       trapped=True)
+
+    # The steps.
+
+    def _run(self, coroutine) -> Deferred:
+        return Deferred.fromCoroutine(coroutine)
+
+    async def _checkBackoff(self) -> None:
+        for member in self.members:
+            if member.active and member.vm.inBackoff():
+                self._fail(member, "on_request_headers", "filter in backoff after repeated traps",
+                           trapped=False, status=503)
+
+    async def _requestStep(self, phase: str, name: str, argsFor) -> None:
+        for member in self.members:
+            if self._requestStopped or self._finished:
+                return
+            if not member.active:
+                continue
+            action = await self._call(member, phase, name, *argsFor(member))
+            if self.exchange.localResponse is not None:
+                self._requestStopped = True
+                return
+            if action == Action.PAUSE and member.active:
+                await self._pause(member, phase)
+                if self.exchange.localResponse is not None:
+                    self._requestStopped = True
+                    return
+            elif action not in (None, Action.CONTINUE, Action.PAUSE):
+                self._logRequest("warn", member, "returned unknown action {} from {}; continuing".format(
+                    action, phase))
+
+    def requestHeaders(self) -> Deferred:
+        return self._run(self._requestHeaders())
+
+    async def _requestHeaders(self) -> None:
+        self.phase = "request"
+        await self._checkBackoff()
+        for member in self.members:
+            if self._failed or self._finished:
+                return
+            if member.active:
+                await self._call(member, "on_context_create", "proxy_on_context_create", 0)
+        endOfStream = 1 if _expectsNoBody(self.exchange.requestHeaders) else 0
+        await self._requestStep(
+            "on_request_headers", "proxy_on_request_headers",
+            lambda m: (m.context.contextId if m.context else 0, len(self.exchange.requestHeaders),
+                       endOfStream))
+
+    def requestBody(self) -> Deferred:
+        return self._run(self._requestBody())
+
+    async def _requestBody(self) -> None:
+        self.phase = "request"
+        if not self.exchange.requestBody:
+            return
+        await self._requestStep(
+            "on_request_body", "proxy_on_request_body",
+            lambda m: (m.context.contextId if m.context else 0, len(self.exchange.requestBody or b""), 1))
+
+    def responseHeaders(self) -> Deferred:
+        return self._run(self._responseHeaders())
+
+    async def _responseHeaders(self) -> None:
+        self.phase = "response_headers"
+        self._requestStopped = True
+        endOfStream = 1 if any(name == b"content-length" and value.strip() == b"0"
+                               for name, value in self.exchange.responseHeaders) else 0
+        for member in self.members:
+            if self._failed or self._finished:
+                return
+            if not member.active or member.context is None:
+                continue
+            action = await self._call(member, "on_response_headers", "proxy_on_response_headers",
+                                      member.context.contextId, len(self.exchange.responseHeaders),
+                                      endOfStream)
+            if self.exchange.localResponse is not None:
+                return
+            if action == Action.PAUSE and member.active:
+                await self._pause(member, "on_response_headers")
+                if self.exchange.localResponse is not None:
+                    return
+
+    def responseBody(self, chunk: bytes, endOfStream: bool) -> Deferred:
+        return self._run(self._responseBody(chunk, endOfStream))
+
+    async def _responseBody(self, chunk: bytes, endOfStream: bool) -> bytes:
+        self.phase = "response_body"
+        data = chunk
+        for member in self.members:
+            if self._failed or self._finished:
+                break
+            if not member.active or member.context is None:
+                continue
+            passed = await self._bodyThrough(member, data, endOfStream)
+            if passed is None:
+                return b""
+            data = passed
+        return data
+
+    async def _bodyThrough(self, member: _Member, data: bytes, endOfStream: bool) -> Optional[bytes]:
+        if member.buffer is not None:
+            body = member.buffer + data
+        elif not data and not endOfStream:
+            return data
+        else:
+            body = data
+        limit = self.settings.maxBufferedResponseBody
+        if member.buffer is not None and len(body) > limit and not member.overflowed:
+            member.overflowed = True
+            self._logRequest("error", member, "buffered more than {} bytes of response body"
+                             " (PAUSE in on_response_body); passing the body on unbuffered".format(limit))
+        context = member.context
+        context.responseBody = body
+        context.responseBodySize += len(data)
+        action = await self._call(member, "on_response_body", "proxy_on_response_body",
+                                  context.contextId, len(body), 1 if endOfStream else 0)
+        result = context.responseBody if context.responseBody is not None else body
+        context.responseBody = None
+        if not member.active:
+            member.buffer = None
+            return result
+        if action == Action.PAUSE and not endOfStream and not member.overflowed:
+            member.buffer = result
+            return None
+        member.buffer = None
+        return result
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.phase = "done"
+        for member in self.members:
+            context = member.context
+            if context is None or context.deleted:
+                continue
+            context.abandon("finished")
+            vm = member.vm
+            if vm.trapped is not None or context.generation != vm.generation:
+                vm.forgetStream(context)
+                continue
+            vm.runWhenIdle(lambda member=member, context=context: self._finishMember(member, context))
+
+    def _finishMember(self, member: _Member, context) -> None:
+        vm = member.vm
+        try:
+            if vm.trapped is None and context.generation == vm.generation:
+                for name in ("proxy_on_done", "proxy_on_log", "proxy_on_delete"):
+                    phase = name[len("proxy_"):]
+                    try:
+                        vm.callWithContext(context, name, context.contextId)
+                    except WasmTrap as trap:
+                        self._logRequest("error", member, "trapped in {}: {}".format(phase, trap.message))
+                        break
+        finally:
+            member.context = None
+            vm.forgetStream(context)
