@@ -170,7 +170,7 @@ def chainPlanBuilder(vm: str, filters, reactor):
     """
     try:
         from twistgate.gateway.chain import ChainPlanner
-        from twistgate.wasm import getRuntime
+        from twistgate.wasm.registry import getRuntime
     except ImportError:
         return None
     from twisted.web.client import Agent, HTTPConnectionPool

@@ -536,8 +536,12 @@ class _ProxiedRequest:
 
     def _bodyFactory(self) -> Optional[Callable[[], IBodyProducer]]:
         exchange = self.exchange
+        headers = self.request.requestHeaders
+        framed = headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding")
         if exchange.requestBody is not None:
             body = exchange.requestBody
+            if not body and not framed:
+                return None
             return lambda: _BytesProducer(body)
         content = self.request.content
         if content is None:
@@ -545,9 +549,7 @@ class _ProxiedRequest:
         content.seek(0, 2)
         length = content.tell()
         content.seek(0)
-        hasBody = length > 0 or self.request.requestHeaders.hasHeader(b"content-length") \
-            or self.request.requestHeaders.hasHeader(b"transfer-encoding")
-        if not hasBody:
+        if length == 0 and not framed:
             return None
         if length <= _IN_MEMORY_BODY:
             body = content.read()
