@@ -184,7 +184,7 @@ class RedisConnection:
             return onFailure
         try:
             result = operation(self.client)
-        except redis.RedisError as e:
+        except (redis.RedisError, OSError) as e:
             self.failed(what, e)
             return onFailure
         self.succeeded()
@@ -196,7 +196,10 @@ class RedisConnection:
         C{retryInterval} seconds.
         """
         self._retryAt = self._now() + self.retryInterval
-        self.client.connection_pool.disconnect()
+        try:
+            self.client.connection_pool.disconnect()
+        except (redis.RedisError, OSError):
+            pass
         if self.available:
             self.available = False
             self.log.error(
@@ -502,7 +505,7 @@ class RedisSharedQueues:
         if pubsub is not None:
             try:
                 pubsub.close()
-            except redis.RedisError:
+            except (redis.RedisError, OSError):
                 pass
 
     def close(self) -> None:
