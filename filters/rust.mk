@@ -6,7 +6,7 @@
 # same sources give the same bytes: one codegen unit, LTO, symbols stripped, paths relative to filters/.
 # Each filter is filters/<name>/lib.rs and shares the ABI binding filters/rust/proxy_abi.rs.
 
-RUST_FILTERS := hostcalls greeting-rust
+RUST_FILTERS := hostcalls greeting-rust rate-limiting
 RUSTC := /usr/bin/rustc
 RUST_VERSION := 1.63.0
 RUST_DEBIAN_VERSION := 1.63.0+dfsg1-2
