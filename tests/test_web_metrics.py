@@ -131,6 +131,8 @@ class GatewayMetricsTests(SynchronousTestCase):
 
     def test_filterHealth(self):
         self.metrics.observeFilterPhase("limiter", "request_headers", 0.0003)
+        self.metrics.observeFilterPhase("limiter", "on_request_headers", 0.002)
+        self.metrics.observeFilterPhase("limiter", "proxy_on_log", 0.002)
         self.metrics.filterTrapped("limiter", "trap")
         self.metrics.filterTrapped("limiter", "deadline")
         self.metrics.filterTrapped("limiter", "deadline")
@@ -142,6 +144,10 @@ class GatewayMetricsTests(SynchronousTestCase):
                                 frozenset(phase | {("le", "0.0005")}))], 1)
         self.assertEqual(found[("twistgate_filter_phase_seconds_bucket",
                                 frozenset(phase | {("le", "0.00025")}))], 0)
+        self.assertEqual(found[("twistgate_filter_phase_seconds_count",
+                                frozenset(phase))], 2)
+        self.assertEqual(found[("twistgate_filter_phase_seconds_count", frozenset(
+            {("filter", "limiter"), ("phase", "log")}))], 1)
         self.assertEqual(found[("twistgate_filter_traps_total", frozenset(
             {("filter", "limiter"), ("kind", "deadline")}))], 2)
         self.assertEqual(found[("twistgate_filter_traps_total", frozenset(

@@ -43,6 +43,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The trap kind L{GatewayMetrics.filterTrapped} counts as a CPU-deadline hit.
 TRAP_KIND_DEADLINE = "deadline"
 
+_PHASE_PREFIX = re.compile(r"^(proxy_)?(on_)?")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _INVALID_METRIC_CHARACTERS = re.compile(r"[^a-zA-Z0-9_:]")
 _LUA_CLASSES = {
@@ -294,8 +295,13 @@ class GatewayMetrics:
 
     def observeFilterPhase(self, filter: str, phase: str, seconds: float) -> None:
         """
-        Time one call of a filter in one phase (e.g. C{"request_headers"}).
+        Time one call of a filter in one phase.
+
+        @param phase: the callback's name; C{"proxy_on_request_headers"},
+            C{"on_request_headers"} and C{"request_headers"} are all
+            labelled C{request_headers}.
         """
+        phase = _PHASE_PREFIX.sub("", phase)
         self._series(self._phases, (filter, phase), PHASE_BUCKETS).observe(seconds)
 
     def filterTrapped(self, filter: str, kind: str = "trap") -> None:
