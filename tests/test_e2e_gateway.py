@@ -13,6 +13,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from tests.e2e import (
+    REPOSITORY,
     deferLater,
     fetch,
     freePort,
@@ -22,6 +23,8 @@ from tests.e2e import (
     startUpstream,
 )
 from twistgate.web.echo import EchoResource, patternBytes
+
+FILTERS = os.path.join(REPOSITORY, "filters")
 
 ECHO_CONFIG = """\
 _format_version: "3.0"
@@ -473,3 +476,69 @@ def _connects(port: int) -> bool:
         return False
     return True
 
+
+
+def walkthroughConfig() -> str:
+    """
+    The shipped C{config/kong.yml}, its echo service on the test's echo
+    port.
+    """
+    with open(os.path.join(REPOSITORY, "config", "kong.yml"), encoding="utf-8") as configFile:
+        return configFile.read().replace("http://127.0.0.1:8080", "http://127.0.0.1:{echoPort}")
+
+
+class WalkthroughMixin:
+    """
+    The shipped configuration with its filters, on the runtime C{vm}.
+    """
+
+    vm = None
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_shippedConfiguration(self):
+        """
+        C{/greet} gets the greeting filter's header and the service's
+        rate-limiting headers; other paths only the latter; the admin API
+        lists the route's filters, service chain first.
+        """
+        gateway = yield startGateway(self, walkthroughConfig(), filtersPath=FILTERS, vm=self.vm)
+        greeted = yield fetch("GET", gateway.proxyURL + "/greet")
+        self.assertEqual(greeted.status, 200, greeted.body)
+        self.assertEqual(greeted.header("X-Greeting"), "Hello from Kong using WebAssembly!")
+        self.assertEqual(greeted.header("X-RateLimit-Limit-Minute"), "60")
+        self.assertEqual(greeted.json()["path"], "/")
+        plain = yield fetch("GET", gateway.proxyURL + "/anything")
+        self.assertIsNone(plain.header("X-Greeting"))
+        again = yield fetch("GET", gateway.proxyURL + "/anything")
+        self.assertEqual([plain.header("X-RateLimit-Remaining-Minute"), again.header("X-RateLimit-Remaining-Minute")],
+                         ["59", "58"])
+        listed = (yield fetch("GET", gateway.adminURL + "/routes/greeting-route/filters/enabled")).json()
+        self.assertEqual([(f["name"], f["from"]) for f in listed["filters"]],
+                         [("rate-limiting", "service"), ("greeting", "route")])
+        installed = (yield fetch("GET", gateway.adminURL + "/filters")).json()
+        self.assertIn("greeting", [f["name"] for f in installed["data"]])
+
+    @defer.inlineCallbacks
+    def test_reloadWithRejectedFilterConfig(self):
+        """
+        A posted configuration whose filter configuration is invalid is
+        refused with its location; the running chain keeps working.
+        """
+        gateway = yield startGateway(self, walkthroughConfig(), filtersPath=FILTERS, vm=self.vm)
+        current = (yield fetch("GET", gateway.adminURL + "/config")).body.decode("utf-8")
+        bad = current.replace("minute: 60", "minute: \"sixty\"")
+        refused = yield fetch("POST", gateway.adminURL + "/config", headers=[("Content-Type", "application/yaml")],
+                              body=bad.encode("utf-8"))
+        self.assertEqual(refused.status, 400, refused.body)
+        self.assertTrue(any("filters[0]" in line for line in refused.json()["errors"]), refused.body)
+        still = yield fetch("GET", gateway.proxyURL + "/greet")
+        self.assertEqual(still.header("X-Greeting"), "Hello from Kong using WebAssembly!")
+
+
+class WasmtimeWalkthroughTests(WalkthroughMixin, TestCase):
+    vm = "wasmtime"
+
+
+class WasmerWalkthroughTests(WalkthroughMixin, TestCase):
+    vm = "wasmer"
