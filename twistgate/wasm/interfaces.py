@@ -204,6 +204,16 @@ class IWasmInstance(Interface):
         @raise KeyError: if there is no such exported function.
         """
 
+    def function(name):
+        """
+        Get a pre-bound callable for an exported function: the fast path for
+        calls made many times. C{instance.function(name)(*args)} behaves as
+        C{instance.call(name, *args)}.
+
+        @return: a callable taking and returning ints as L{call} does.
+        @raise KeyError: if there is no such exported function.
+        """
+
     def hasExport(name):
         """
         @return: whether a function of this name is exported.

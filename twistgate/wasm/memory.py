@@ -1,0 +1,110 @@
+"""
+Bounds-checked access to a guest's linear memory.
+
+Wasm passes C{i32} and C{i64} values as signed integers; pointers and sizes
+are unsigned, so host code reads them through L{u32} and L{u64} before use.
+"""
+
+import struct
+
+from twistgate.wasm.interfaces import GuestMemoryError
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+def u32(value: int) -> int:
+    """
+    Reinterpret a Wasm C{i32} (signed) as unsigned.
+
+    @param value: an int as a runtime returns an C{i32}.
+    @return: the same 32 bits as an unsigned int.
+    """
+    return value & 0xFFFFFFFF
+
+
+def u64(value: int) -> int:
+    """
+    Reinterpret a Wasm C{i64} (signed) as unsigned.
+
+    @param value: an int as a runtime returns an C{i64}.
+    @return: the same 64 bits as an unsigned int.
+    """
+    return value & 0xFFFFFFFFFFFFFFFF
+
+
+def checkBounds(offset: int, length: int, size: int) -> None:
+    """
+    Check that C{length} bytes at C{offset} lie inside a memory of C{size}
+    bytes.
+
+    @raise GuestMemoryError: if they do not, or if either number is negative.
+    """
+    if offset < 0 or length < 0 or offset + length > size:
+        raise GuestMemoryError(
+            "guest memory access out of bounds: offset {:#x} length {} "
+            "(memory size {})".format(offset, length, size)
+        )
+
+
+class GuestMemory:
+    """
+    Typed little-endian access to an instance's memory. Unaligned offsets are
+    fine; every access is bounds-checked by the instance.
+
+    @ivar instance: the L{twistgate.wasm.interfaces.IWasmInstance}.
+    """
+
+    def __init__(self, instance) -> None:
+        self.instance = instance
+
+    def size(self) -> int:
+        """
+        @return: the memory's current size in bytes.
+        """
+        return self.instance.memorySize()
+
+    def readBytes(self, offset: int, length: int) -> bytes:
+        """
+        @return: C{length} bytes at C{offset}.
+        @raise GuestMemoryError: if the range is out of bounds.
+        """
+        return self.instance.readMemory(offset, length)
+
+    def writeBytes(self, offset: int, data: bytes) -> None:
+        """
+        Write C{data} at C{offset}.
+
+        @raise GuestMemoryError: if the range is out of bounds.
+        """
+        self.instance.writeMemory(offset, data)
+
+    def readU32(self, offset: int) -> int:
+        """
+        @return: the unsigned 32-bit little-endian value at C{offset}.
+        @raise GuestMemoryError: if the range is out of bounds.
+        """
+        return _U32.unpack(self.instance.readMemory(offset, 4))[0]
+
+    def writeU32(self, offset: int, value: int) -> None:
+        """
+        Store C{value} (taken modulo 2**32) little-endian at C{offset}.
+
+        @raise GuestMemoryError: if the range is out of bounds.
+        """
+        self.instance.writeMemory(offset, _U32.pack(value & 0xFFFFFFFF))
+
+    def readU64(self, offset: int) -> int:
+        """
+        @return: the unsigned 64-bit little-endian value at C{offset}.
+        @raise GuestMemoryError: if the range is out of bounds.
+        """
+        return _U64.unpack(self.instance.readMemory(offset, 8))[0]
+
+    def writeU64(self, offset: int, value: int) -> None:
+        """
+        Store C{value} (taken modulo 2**64) little-endian at C{offset}.
+
+        @raise GuestMemoryError: if the range is out of bounds.
+        """
+        self.instance.writeMemory(offset, _U64.pack(value & 0xFFFFFFFFFFFFFFFF))

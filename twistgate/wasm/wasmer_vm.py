@@ -1,0 +1,272 @@
+"""
+The wasmer runtime (wasmer-python 1.1.0, Cranelift compiler) behind the
+L{twistgate.wasm.interfaces} interfaces.
+
+What wasmer-python does not offer, and how this module copes:
+  - No way to interrupt a running guest (no epoch, fuel or interrupt handle
+    in its API: C{Store}, C{Instance} and C{Function} expose none), so
+    L{WasmerRuntime.supportsDeadline} is C{False} and C{Limits.callDeadline}
+    is ignored.
+  - No memory limiter (C{Store} takes no tunables). The memory cap is
+    enforced after each guest call returns: if the memory has grown past
+    C{Limits.maxMemoryBytes} the call ends with a C{WasmTrap} of kind
+    C{"memory"}, and the instance should be discarded. Unlike wasmtime,
+    C{memory.grow} itself does not fail at the cap.
+"""
+
+import hashlib
+import importlib.metadata
+from typing import Callable, Dict, Optional, Sequence
+
+import wasmer
+import wasmer_compiler_cranelift
+from zope.interface import implementer
+
+from twistgate.wasm.cache import compileCached
+from twistgate.wasm.interfaces import (
+    ExportDesc,
+    FuncSig,
+    HostFunction,
+    ImportDesc,
+    IWasmInstance,
+    IWasmModule,
+    IWasmRuntime,
+    Limits,
+    WasmCompileError,
+    WasmLinkError,
+    WasmTrap,
+)
+from twistgate.wasm.memory import checkBounds
+from twistgate.wasm.support import firstLine, hostFailure, moduleBinary, resolveImports
+
+_VALUE_TYPES = {
+    "i32": wasmer.Type.I32,
+    "i64": wasmer.Type.I64,
+    "f32": wasmer.Type.F32,
+    "f64": wasmer.Type.F64,
+}
+_VALUE_NAMES = {valueType: name for name, valueType in _VALUE_TYPES.items()}
+
+
+def _funcSig(functionType: wasmer.FunctionType) -> FuncSig:
+    return FuncSig(
+        tuple(_VALUE_NAMES[t] for t in functionType.params),
+        tuple(_VALUE_NAMES[t] for t in functionType.results),
+    )
+
+
+def _trapMessage(error: BaseException) -> str:
+    """
+    @return: the cause of a wasmer trap without its backtrace, e.g.
+        C{"integer divide by zero"}.
+    """
+    text = str(error)
+    newline = text.find("\n")
+    line = (text if newline < 0 else text[:newline]).strip()
+    prefix = "RuntimeError: "
+    return line[len(prefix):] if line.startswith(prefix) else line
+
+
+@implementer(IWasmRuntime)
+class WasmerRuntime:
+    """
+    The wasmer runtime: one store on the universal engine with Cranelift.
+    """
+
+    name = "wasmer"
+    supportsDeadline = False
+
+    def __init__(self) -> None:
+        self.store = wasmer.Store(wasmer.engine.Universal(wasmer_compiler_cranelift.Compiler))
+        self.version = importlib.metadata.version("wasmer")
+        self._cacheVersion = "{}+cranelift-{}".format(
+            self.version, importlib.metadata.version("wasmer_compiler_cranelift")
+        )
+
+    def compile(self, source, cacheDirectory=None):
+        binary = moduleBinary(source, wasmer.wat2wasm)
+        sha256 = hashlib.sha256(binary).hexdigest()
+
+        def compileNative() -> wasmer.Module:
+            try:
+                return wasmer.Module(self.store, binary)
+            except RuntimeError as error:
+                raise WasmCompileError(firstLine(str(error))) from None
+
+        native, cacheStatus = compileCached(
+            cacheDirectory,
+            self.name,
+            self._cacheVersion,
+            sha256,
+            compileNative,
+            wasmer.Module.serialize,
+            lambda payload: wasmer.Module.deserialize(self.store, payload),
+        )
+        return WasmerModule(self, native, sha256, cacheStatus)
+
+
+def _exportDesc(export) -> ExportDesc:
+    kind = export.type
+    if isinstance(kind, wasmer.FunctionType):
+        return ExportDesc(export.name, "func", _funcSig(kind))
+    if isinstance(kind, wasmer.MemoryType):
+        return ExportDesc(export.name, "memory")
+    if isinstance(kind, wasmer.TableType):
+        return ExportDesc(export.name, "table")
+    return ExportDesc(export.name, "global")
+
+
+@implementer(IWasmModule)
+class WasmerModule:
+    """
+    A module compiled by wasmer.
+
+    @ivar cacheStatus: what the compiled-module cache did when this module
+        was compiled: C{"hit"}, C{"miss"}, C{"corrupt"} or C{"uncached"}.
+    """
+
+    def __init__(
+        self, runtime: WasmerRuntime, native: wasmer.Module, sha256: str, cacheStatus: str
+    ) -> None:
+        self.runtime = runtime
+        self.native = native
+        self.sha256 = sha256
+        self.cacheStatus = cacheStatus
+        self._imports = tuple(
+            ImportDesc(
+                i.module,
+                i.name,
+                _funcSig(i.type) if isinstance(i.type, wasmer.FunctionType) else None,
+            )
+            for i in native.imports
+        )
+        self._exports = tuple(_exportDesc(e) for e in native.exports)
+
+    def imports(self):
+        return self._imports
+
+    def exports(self):
+        return self._exports
+
+    def instantiate(self, hostFunctions, limits):
+        return WasmerInstance(self, resolveImports(self._imports, hostFunctions), limits)
+
+
+@implementer(IWasmInstance)
+class WasmerInstance:
+    """
+    An instance in the runtime's store.
+    """
+
+    def __init__(
+        self, module: WasmerModule, imports: Sequence[HostFunction], limits: Limits
+    ) -> None:
+        store = module.runtime.store
+        self._maxMemoryBytes = limits.maxMemoryBytes
+        importObject = wasmer.ImportObject()
+        namespaces: Dict[str, Dict[str, wasmer.Function]] = {}
+        for hostFunction in imports:
+            namespaces.setdefault(hostFunction.module, {})[hostFunction.name] = wasmer.Function(
+                store,
+                self._guardHostFunction(hostFunction),
+                wasmer.FunctionType(
+                    [_VALUE_TYPES[t] for t in hostFunction.sig.params],
+                    [_VALUE_TYPES[t] for t in hostFunction.sig.results],
+                ),
+            )
+        for namespace, functions in namespaces.items():
+            importObject.register(namespace, functions)
+        try:
+            native = wasmer.Instance(module.native, importObject)
+        except WasmTrap as failure:
+            raise WasmLinkError("instantiation failed: {}".format(failure)) from None
+        except RuntimeError as error:
+            raise WasmLinkError(
+                "instantiation failed: {}".format(_trapMessage(error))
+            ) from None
+        self._exports = native.exports
+        self._funcs = {d.name: d.sig for d in module.exports() if d.kind == "func"}
+        memories = [d.name for d in module.exports() if d.kind == "memory"]
+        if "memory" in memories:
+            memories.insert(0, "memory")
+        self._memory = getattr(native.exports, memories[0]) if memories else None
+        self._view = memoryview(b"")
+        self._viewSize = 0
+        self._native = native
+        self._callables: Dict[str, Callable[..., Optional[int]]] = {}
+
+    def _guardHostFunction(self, hostFunction: HostFunction) -> Callable[..., Optional[int]]:
+        """
+        Wrap a host function so that whatever it raises reaches the guest
+        call as a L{WasmTrap}.
+        """
+        target = hostFunction.callable
+
+        def guarded(*args):
+            try:
+                return target(*args)
+            except Exception as error:
+                raise hostFailure(hostFunction, error)
+
+        return guarded
+
+    def function(self, name):
+        callable = self._callables.get(name)
+        if callable is None:
+            if name not in self._funcs:
+                raise KeyError(name)
+            callable = self._callables[name] = self._makeCallable(
+                getattr(self._exports, name)
+            )
+        return callable
+
+    def _makeCallable(self, native: wasmer.Function) -> Callable[..., Optional[int]]:
+        memory = self._memory
+        cap = self._maxMemoryBytes
+
+        def invoke(*args):
+            try:
+                result = native(*args)
+            except WasmTrap:
+                raise
+            except RuntimeError as error:
+                raise WasmTrap(_trapMessage(error), kind="trap") from None
+            if memory is not None and memory.data_size > cap:
+                raise WasmTrap(
+                    "guest memory grew to {} bytes, past the cap of {} bytes".format(
+                        memory.data_size, cap
+                    ),
+                    kind="memory",
+                )
+            return result
+
+        return invoke
+
+    def call(self, name, *args):
+        return self.function(name)(*args)
+
+    def hasExport(self, name):
+        return name in self._funcs
+
+    def memorySize(self):
+        return 0 if self._memory is None else self._memory.data_size
+
+    def _currentView(self) -> memoryview:
+        """
+        @return: a view of the whole memory, renewed when the memory grew.
+        """
+        size = self.memorySize()
+        if size != self._viewSize:
+            self._view = memoryview(self._memory.buffer)
+            self._viewSize = size
+        return self._view
+
+    def readMemory(self, offset, length):
+        view = self._currentView()
+        checkBounds(offset, length, self._viewSize)
+        return view[offset : offset + length].tobytes()
+
+    def writeMemory(self, offset, data):
+        view = self._currentView()
+        checkBounds(offset, len(data), self._viewSize)
+        view[offset : offset + len(data)] = data
