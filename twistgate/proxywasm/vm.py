@@ -591,9 +591,9 @@ class ProxyWasmVM:
         and the context id.
         """
         context = self.effectiveContext
-        self.log.emit(_TWISTED_LEVELS[level], "[{filter} #{contextId}] {message}",
+        self.log.emit(_TWISTED_LEVELS[level], "[{filter} #{contextId}] {text}",
                       filter=self.filterName, contextId=context.contextId if context else 0,
-                      message=message.decode("utf-8", "replace"), proxyWasmLevel=level.name)
+                      text=message.decode("utf-8", "replace"), proxyWasmLevel=level.name)
 
     def logHost(self, level: str, message: str, contextId: Optional[int] = None) -> None:
         """
@@ -602,8 +602,8 @@ class ProxyWasmVM:
         if contextId is None:
             context = self.effectiveContext
             contextId = context.contextId if context else 0
-        self.log.emit(_HOST_LEVELS[level], "filter {filter} #{contextId}: {message}",
-                      filter=self.filterName, contextId=contextId, message=message)
+        self.log.emit(_HOST_LEVELS[level], "filter {filter} #{contextId}: {text}",
+                      filter=self.filterName, contextId=contextId, text=message)
 
 
 def _unsupported(sig, wasi: bool) -> Callable[..., Optional[int]]:
