@@ -68,7 +68,7 @@ services:
 filter_chains:
   - route: limited
     filters:
-      - name: rate-limiting-go
+      - name: rate-limiting
         config: {"hour": 5}
 """
 
