@@ -748,6 +748,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         selected = [row for row in selected if row.key in keys]
     workDir = tempfile.mkdtemp(prefix="twistgate-bench-")
     bench = Bench(workDir, seconds, warmup, args.connections)
+    loadBefore = os.getloadavg()
     measurements: List[Measurement] = []
     pins = bench.pins
     print(f"bench: {len(selected)} setups, {seconds:.0f} s each, {args.connections} connections; "
@@ -773,6 +774,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     addRatios(measurements)
     micro = {} if args.no_micro else microBenchmarks(args.quick)
     described = machine()
+    described["loadAverage"] = {"before": [round(x, 2) for x in loadBefore],
+                                "after": [round(x, 2) for x in os.getloadavg()]}
     result = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick,
@@ -793,7 +796,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    f"Python {described['python']}, Twisted {described['twisted']}, wasmtime "
                    f"{described['wasmtime']}, wasmer {described['wasmer']}, nginx {described['nginx']}, "
                    f"wrk {described['wrk']}")
-    markdown = (f"{table(measurements)}\n\n{machineLine}; wrk -c{args.connections}, {seconds:.0f} s per "
+    markdown = (f"{table(measurements)}\n\n{machineLine}; load average {loadBefore[0]:.2f} before the run; wrk -c{args.connections}, {seconds:.0f} s per "
                 f"setup; proxy on core {' '.join(pins['proxy'][2:]) or 'any'}, wrk and upstream on core "
                 f"{' '.join(pins['load'][2:]) or 'any'}, --workers rows unpinned.\n")
     with open(os.path.join(args.results, "latest.md"), "w") as f:
