@@ -20,7 +20,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from twistgate.config.model import Service
@@ -88,27 +88,30 @@ class UpstreamClient:
     _log = Logger()
 
     def __init__(self, reactor, maxPersistentPerHost: int = 64, idleTimeout: float = 60.0,
-                 endpointFactory: Optional[Callable[[object, float], IAgentEndpointFactory]] = None) -> None:
+                 agentFactory: Optional[Callable[[float], IAgent]] = None) -> None:
         """
         @param reactor: provides C{IReactorTCP} and C{IReactorTime}.
         @param maxPersistentPerHost: idle connections kept per upstream.
         @param idleTimeout: seconds an idle upstream connection is kept.
-        @param endpointFactory: C{(reactor, connectTimeout)} to an
-            L{IAgentEndpointFactory}; by default TCP (and TLS for https).
+        @param agentFactory: makes the L{IAgent} for a connect timeout (in
+            seconds); by default an L{Agent} over TCP (and TLS for https)
+            sharing L{pool}.
         """
         self._reactor = reactor
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = maxPersistentPerHost
         self.pool.cachedConnectionTimeout = idleTimeout
-        self._endpointFactory = endpointFactory or _ServiceEndpointFactory
-        self._agents: Dict[float, Agent] = {}
+        self._agentFactory = agentFactory or self._tcpAgent
+        self._agents: Dict[float, IAgent] = {}
 
-    def _agentFor(self, connectTimeout: float) -> Agent:
+    def _tcpAgent(self, connectTimeout: float) -> IAgent:
+        return Agent.usingEndpointFactory(
+            self._reactor, _ServiceEndpointFactory(self._reactor, connectTimeout), pool=self.pool)
+
+    def _agentFor(self, connectTimeout: float) -> IAgent:
         agent = self._agents.get(connectTimeout)
         if agent is None:
-            agent = Agent.usingEndpointFactory(
-                self._reactor, self._endpointFactory(self._reactor, connectTimeout), pool=self.pool)
-            self._agents[connectTimeout] = agent
+            agent = self._agents[connectTimeout] = self._agentFactory(connectTimeout)
         return agent
 
     def request(self, service: Service, method: bytes, path: bytes, headers: HeaderPairs,

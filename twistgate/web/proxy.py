@@ -516,7 +516,7 @@ class _ProxiedRequest:
             if exchange.localResponse is not None:
                 response.deliverBody(_Discard())
                 local, exchange.localResponse = exchange.localResponse, None
-                yield self._respondLocal(local, ranHeaders=False)
+                yield self._respondLocal(local, ranHeaders=True)
                 return
         self._writeHead(exchange.responseStatus, exchange.responseReason, exchange.responseHeaders,
                         proxied=True)

@@ -1,0 +1,504 @@
+"""
+Tests for L{twistgate.web.proxy}: the proxy resource driven with
+L{StubTreq} against upstreams reached through L{RequestTraversalAgent}, the
+filter chain contract driven with a scripted L{IChainRun}, and the HTTP
+front end's defences at the byte level (L{StringTransport}).
+"""
+
+import json
+
+from treq.testing import RequestTraversalAgent, StubTreq
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
+from zope.interface import implementer
+
+from twistgate.config.loader import loadConfigText
+from twistgate.gateway.exchange import IChainRun, LocalResponse
+from twistgate.gateway.router import Router
+from twistgate.gateway.state import GatewayState, Generation
+from twistgate.gateway.upstream import UpstreamClient
+from twistgate.web.echo import EchoResource
+from twistgate.web.proxy import GatewaySite, ProxyResource, _ClientPressure, _Gate
+
+CONFIG = """\
+_format_version: "3.0"
+services:
+  - name: up
+    url: http://127.0.0.1:9999/base
+    retries: 2
+    read_timeout: 3000
+    routes:
+      - name: api
+        paths: ["/api"]
+      - name: kept
+        paths: ["/kept"]
+        strip_path: false
+        preserve_host: true
+  - name: root
+    url: http://127.0.0.1:9999
+    routes:
+      - name: root
+        paths: ["/root"]
+"""
+
+
+@implementer(IChainRun)
+class ScriptedChain:
+    """
+    An L{IChainRun} whose steps run the given Python callables over the
+    exchange, recording every call.
+    """
+
+    def __init__(self, exchange, wantsRequestBody=False, rewritesResponseBody=False, onRequestHeaders=None,
+                 onRequestBody=None, onResponseHeaders=None, onChunk=None):
+        self.exchange = exchange
+        self.wantsRequestBody = wantsRequestBody
+        self.rewritesResponseBody = rewritesResponseBody
+        self._hooks = {"requestHeaders": onRequestHeaders, "requestBody": onRequestBody,
+                       "responseHeaders": onResponseHeaders}
+        self._onChunk = onChunk
+        self.calls = []
+
+    def _step(self, name):
+        self.calls.append(name)
+        if self._hooks[name] is not None:
+            self._hooks[name](self.exchange)
+        return succeed(None)
+
+    def requestHeaders(self):
+        return self._step("requestHeaders")
+
+    def requestBody(self):
+        return self._step("requestBody")
+
+    def responseHeaders(self):
+        return self._step("responseHeaders")
+
+    def responseBody(self, chunk, endOfStream):
+        self.calls.append(("responseBody", endOfStream))
+        return succeed(self._onChunk(chunk) if self._onChunk is not None else chunk)
+
+    def finish(self):
+        self.calls.append("finish")
+
+
+class ScriptedPlan:
+    """
+    A chain plan giving every request a L{ScriptedChain}.
+    """
+
+    def __init__(self, **behaviour):
+        self.behaviour = behaviour
+        self.chains = []
+        self.stopped = False
+
+    def chainFor(self, exchange):
+        chain = ScriptedChain(exchange, **self.behaviour)
+        self.chains.append(chain)
+        return chain
+
+    def stop(self):
+        self.stopped = True
+
+
+@implementer(IAgent)
+class RefusingAgent:
+    """
+    An upstream that refuses every connection.
+    """
+
+    def __init__(self):
+        self.attempts = []
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        self.attempts.append(uri)
+        return fail(ConnectionRefusedError())
+
+
+@implementer(IAgent)
+class SilentAgent:
+    """
+    An upstream that accepts requests and never answers; records
+    cancellations.
+    """
+
+    def __init__(self):
+        self.cancelled = 0
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        def cancel(d):
+            self.cancelled += 1
+        return Deferred(cancel)
+
+
+def generationFor(config=CONFIG, plan=None):
+    loaded = loadConfigText(config, "test.yml", {})
+    return Generation(loaded, Router(loaded), plan)
+
+
+class ProxyHarness:
+    """
+    A proxy resource over C{agent}, and a L{StubTreq} client for it.
+    """
+
+    def __init__(self, agent, plan=None):
+        self.clock = Clock()
+        self.agent = agent
+        self.state = GatewayState(generationFor(plan=plan))
+        self.upstream = UpstreamClient(self.clock, agentFactory=lambda timeout: agent)
+        self.resource = ProxyResource(self.state, self.upstream, self.clock)
+        self.client = StubTreq(self.resource)
+
+    def settle(self):
+        for _ in range(5):
+            self.client.flush()
+            if isinstance(self.agent, RequestTraversalAgent):
+                self.agent.flush()
+
+    def request(self, testCase, method, url, **kwargs):
+        d = self.client.request(method, url, **kwargs)
+        self.settle()
+        response = testCase.successResultOf(d)
+        body = self.client.content(response)
+        self.settle()
+        return response, testCase.successResultOf(body)
+
+
+class ProxyTests(SynchronousTestCase):
+    """
+    Requests through L{ProxyResource} without filters.
+    """
+
+    def setUp(self):
+        self.harness = ProxyHarness(RequestTraversalAgent(EchoResource(Clock())))
+
+    def test_forwardsWithKongHeaders(self):
+        """
+        The upstream gets the stripped path joined to the service path, the
+        service's Host, Kong's forwarded headers (X-Forwarded-For appended),
+        repeated headers in order and no hop-by-hop headers; the client gets
+        Via and the latency headers.
+        """
+        response, body = self.harness.request(
+            self, "GET", "http://gw.example/api/users?x=1",
+            headers={"X-Forwarded-For": ["10.0.0.1"], "X-Repeat": ["a", "b"], "Connection": ["X-Private"],
+                     "X-Private": ["secret"], "Proxy-Authorization": ["Basic x"], "TE": ["trailers"]})
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"via"), [b"1.1 twistgate/0.1.0"])
+        self.assertTrue(response.headers.getRawHeaders(b"x-kong-upstream-latency")[0].isdigit())
+        self.assertTrue(response.headers.getRawHeaders(b"x-kong-proxy-latency")[0].isdigit())
+        seen = json.loads(body)
+        self.assertEqual(seen["uri"], "/base/users?x=1")
+        headers = seen["headers"]
+        self.assertEqual(headers["host"], "127.0.0.1:9999")
+        self.assertEqual(headers["x-repeat"], ["a", "b"])
+        self.assertEqual(headers["x-forwarded-for"].split(", ")[0], "10.0.0.1")
+        self.assertEqual(len(headers["x-forwarded-for"].split(", ")), 2)
+        self.assertEqual(headers["x-forwarded-host"], "gw.example")
+        self.assertEqual(headers["x-forwarded-path"], "/api/users")
+        self.assertEqual(headers["x-forwarded-proto"], "http")
+        for hop in ("x-private", "proxy-authorization", "te"):
+            self.assertNotIn(hop, headers)
+
+    def test_preserveHostAndKeptPath(self):
+        """
+        C{preserve_host} sends the client's Host; C{strip_path: false} keeps
+        the matched prefix.
+        """
+        _, body = self.harness.request(self, "GET", "http://client.example:8000/kept/x")
+        seen = json.loads(body)
+        self.assertEqual(seen["headers"]["host"], "client.example:8000")
+        self.assertEqual(seen["path"], "/base/kept/x")
+
+    def test_noRoute(self):
+        """
+        A request no route matches gets Kong's 404.
+        """
+        response, body = self.harness.request(self, "GET", "http://gw.example/nothing")
+        self.assertEqual(response.code, 404)
+        self.assertEqual(json.loads(body), {"message": "no Route matched with those values"})
+        self.assertEqual(self.harness.state.inFlight, 0)
+
+    def test_upstreamStatusAndBody(self):
+        """
+        The upstream's status and body pass through.
+        """
+        response, body = self.harness.request(self, "POST", "http://gw.example/root/status/201", data=b"abc")
+        self.assertEqual(response.code, 201)
+        self.assertEqual(json.loads(body)["body"], "abc")
+        self.assertEqual(self.harness.state.inFlight, 0)
+
+
+class UpstreamFailureTests(SynchronousTestCase):
+    """
+    Upstream failures become Kong's 502 and 504.
+    """
+
+    def test_refused(self):
+        """
+        A refused connection is retried C{retries} times, then answered
+        with 502.
+        """
+        agent = RefusingAgent()
+        harness = ProxyHarness(agent)
+        response, body = harness.request(self, "GET", "http://gw.example/api")
+        self.assertEqual(response.code, 502)
+        self.assertEqual(json.loads(body), {"message": "An invalid response was received from the upstream server"})
+        self.assertEqual(len(agent.attempts), 3)
+        self.assertEqual(harness.state.inFlight, 0)
+
+    def test_timeout(self):
+        """
+        No answer within the service's C{read_timeout} is a 504; the
+        upstream request is cancelled.
+        """
+        agent = SilentAgent()
+        harness = ProxyHarness(agent)
+        d = harness.client.get("http://gw.example/api")
+        harness.settle()
+        harness.clock.advance(2.9)
+        harness.settle()
+        self.assertNoResult(d)
+        harness.clock.advance(0.2)
+        harness.settle()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 504)
+        body = harness.client.content(response)
+        harness.settle()
+        self.assertEqual(json.loads(self.successResultOf(body)), {"message": "The upstream server is timing out"})
+        self.assertEqual(agent.cancelled, 1)
+
+
+class ChainDrivingTests(SynchronousTestCase):
+    """
+    The proxy drives an L{IChainRun} as its contract says.
+    """
+
+    def harness(self, **behaviour):
+        plan = ScriptedPlan(**behaviour)
+        return ProxyHarness(RequestTraversalAgent(EchoResource(Clock())), plan), plan
+
+    def test_requestRewritten(self):
+        """
+        Changes a filter makes to the method, path and headers in the
+        request step are what the upstream receives.
+        """
+        def rewrite(exchange):
+            exchange.method = b"PUT"
+            exchange.path = b"/rewritten?q=1"
+            exchange.requestHeaders.append((b"x-added", b"yes"))
+
+        harness, plan = self.harness(onRequestHeaders=rewrite)
+        response, body = harness.request(self, "GET", "http://gw.example/api/original")
+        seen = json.loads(body)
+        self.assertEqual((seen["method"], seen["uri"], seen["headers"]["x-added"]), ("PUT", "/rewritten?q=1", "yes"))
+        self.assertEqual(plan.chains[0].calls, ["requestHeaders", "responseHeaders", ("responseBody", False),
+                                                ("responseBody", True), "finish"])
+
+    def test_requestBodyReplaced(self):
+        """
+        A chain that wants the request body gets it whole, and the body it
+        leaves is sent upstream with its own length.
+        """
+        bodies = []
+
+        def replace(exchange):
+            bodies.append(exchange.requestBody)
+            exchange.requestBody = b"replaced body"
+
+        harness, plan = self.harness(wantsRequestBody=True, onRequestBody=replace)
+        _, body = harness.request(self, "POST", "http://gw.example/api", data=b"original")
+        seen = json.loads(body)
+        self.assertEqual(bodies, [b"original"])
+        self.assertEqual((seen["body"], seen["headers"]["content-length"]), ("replaced body", "13"))
+
+    def test_localResponseFromRequestStep(self):
+        """
+        A local response set in the request step is sent without contacting
+        the upstream, through the response steps.
+        """
+        def deny(exchange):
+            exchange.localResponse = LocalResponse(403, b"denied", [(b"x-why", b"filter")])
+
+        plan = ScriptedPlan(onRequestHeaders=deny, onChunk=lambda chunk: chunk + b"!")
+        agent = RefusingAgent()
+        harness = ProxyHarness(agent, plan)
+        response, body = harness.request(self, "GET", "http://gw.example/api")
+        self.assertEqual((response.code, body), (403, b"denied!"))
+        self.assertEqual(response.headers.getRawHeaders(b"x-why"), [b"filter"])
+        self.assertEqual(agent.attempts, [])
+        self.assertEqual(plan.chains[0].calls, ["requestHeaders", "responseHeaders", ("responseBody", True),
+                                                "finish"])
+
+    def test_localResponseFromResponseStep(self):
+        """
+        A local response set in the response-headers step replaces the
+        upstream's response.
+        """
+        def replace(exchange):
+            self.assertEqual(exchange.responseStatus, 200)
+            exchange.localResponse = LocalResponse(502, b"replaced")
+
+        harness, plan = self.harness(onResponseHeaders=replace)
+        response, body = harness.request(self, "GET", "http://gw.example/api")
+        self.assertEqual((response.code, body), (502, b"replaced"))
+        self.assertEqual(plan.chains[0].calls[-1], "finish")
+        self.assertEqual(plan.chains[0].calls.count("finish"), 1)
+
+    def test_responseBodyRewritten(self):
+        """
+        A chain that rewrites the response body gets every chunk, then the
+        end of stream; the proxy drops the upstream's Content-Length.
+        """
+        harness, plan = self.harness(rewritesResponseBody=True, onChunk=bytes.upper)
+        response, body = harness.request(self, "GET", "http://gw.example/api/anything")
+        self.assertEqual(json.loads(body.lower())["path"], "/base/anything")
+        self.assertIn(b'"PATH"', body)
+        self.assertEqual(response.length, UNKNOWN_LENGTH)
+        self.assertEqual(plan.chains[0].calls[-2:], [("responseBody", True), "finish"])
+
+    def test_clientGoneFinishesOnce(self):
+        """
+        A client that disconnects while the upstream is busy cancels the
+        upstream request and finishes the chain once, without errors.
+        """
+        plan = ScriptedPlan()
+        agent = SilentAgent()
+        clock = MemoryReactorClock()
+        state = GatewayState(generationFor(plan=plan))
+        resource = ProxyResource(state, UpstreamClient(clock, agentFactory=lambda timeout: agent), clock)
+        channel = GatewaySite(resource, clock).buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"GET /api HTTP/1.1\r\nHost: gw\r\n\r\n")
+        self.assertEqual(state.inFlight, 1)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(agent.cancelled, 1)
+        self.assertEqual(plan.chains[0].calls, ["requestHeaders", "finish"])
+        self.assertEqual(state.inFlight, 0)
+        clock.advance(10)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class _Transport:
+    def __init__(self):
+        self.events = []
+
+    def pauseProducing(self):
+        self.events.append("pause")
+
+    def resumeProducing(self):
+        self.events.append("resume")
+
+    def stopProducing(self):
+        self.events.append("stop")
+
+
+class BackpressureTests(SynchronousTestCase):
+    """
+    The upstream body's transport is paused while the client or a filter
+    holds it.
+    """
+
+    def test_clientAndFilterPauses(self):
+        """
+        The transport resumes only when neither the client nor the filter
+        holds it.
+        """
+        transport = _Transport()
+        gate = _Gate(transport)
+        client = _ClientPressure(gate)
+        client.pauseProducing()
+        gate.pause("filter")
+        client.resumeProducing()
+        self.assertEqual(transport.events, ["pause"])
+        gate.resume("filter")
+        self.assertEqual(transport.events, ["pause", "resume"])
+        client.stopProducing()
+        self.assertEqual(transport.events[-1], "stop")
+
+
+class FrontEndTests(SynchronousTestCase):
+    """
+    Bad client input, at the byte level.
+    """
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.upstreamCalls = RefusingAgent()
+        state = GatewayState(generationFor())
+        resource = ProxyResource(state, UpstreamClient(self.clock, agentFactory=lambda t: self.upstreamCalls),
+                                 self.clock)
+        self.site = GatewaySite(resource, self.clock, maxBodySize=100, headerTimeout=5)
+
+    def send(self, data):
+        channel = self.site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(data)
+        return channel, transport
+
+    def statusOf(self, transport):
+        return transport.value().split(b"\r\n", 1)[0]
+
+    def test_malformedRequestLine(self):
+        _, transport = self.send(b"NONSENSE\r\n\r\n")
+        self.assertEqual(self.statusOf(transport), b"HTTP/1.1 400 Bad Request")
+        self.assertTrue(transport.value().endswith(b'{"message": "Bad request"}'))
+
+    def test_malformedHeader(self):
+        _, transport = self.send(b"GET /api HTTP/1.1\r\nno colon\r\n\r\n")
+        self.assertEqual(self.statusOf(transport), b"HTTP/1.1 400 Bad Request")
+
+    def test_oversizedHeaders(self):
+        _, transport = self.send(b"GET /api HTTP/1.1\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
+        self.assertEqual(self.statusOf(transport), b"HTTP/1.1 431 Request Header Fields Too Large")
+
+    def test_tooManyHeaders(self):
+        headers = b"".join(b"X-%d: v\r\n" % i for i in range(600))
+        _, transport = self.send(b"GET /api HTTP/1.1\r\n" + headers + b"\r\n")
+        self.assertEqual(self.statusOf(transport), b"HTTP/1.1 431 Request Header Fields Too Large")
+
+    def test_declaredBodyTooLarge(self):
+        """
+        A Content-Length over the limit is refused before the body is read.
+        """
+        _, transport = self.send(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n")
+        self.assertEqual(self.statusOf(transport), b"HTTP/1.1 413 Request Entity Too Large")
+        self.assertEqual(self.upstreamCalls.attempts, [])
+
+    def test_chunkedBodyTooLarge(self):
+        """
+        A chunked body is refused once it passes the limit.
+        """
+        _, transport = self.send(b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"65\r\n" + b"z" * 101 + b"\r\n0\r\n\r\n")
+        self.assertEqual(self.statusOf(transport), b"HTTP/1.1 413 Request Entity Too Large")
+        self.assertEqual(self.upstreamCalls.attempts, [])
+
+    def test_headerTimeout(self):
+        """
+        Headers not complete within the header timeout: 408 and the
+        connection closes; a complete request cancels the timer.
+        """
+        _, transport = self.send(b"GET /api HTTP/1.1\r\nHost: x\r\n")
+        self.clock.advance(4.9)
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(0.2)
+        self.assertTrue(self.statusOf(transport).startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleConnectionClosedSilently(self):
+        """
+        A connection that never sends anything is closed without a response
+        when the header timeout passes.
+        """
+        _, transport = self.send(b"")
+        self.clock.advance(5.1)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
