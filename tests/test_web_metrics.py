@@ -220,6 +220,31 @@ class GatewayMetricsTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
 
+    def test_sameSeriesAddedUp(self):
+        """
+        Two metrics whose names give one name and one label set are
+        exported as one series with their values added (a repeated series
+        would make Prometheus reject the scrape).
+        """
+        metrics = GatewayMetrics(self.store, {"f": [("code", "_code=(%d+)")]})
+        for raw, amount in (("calls_code=200", 2), ("calls_code=200x", 3)):
+            counter = self.store.define(MetricType.COUNTER, raw, "f")
+            self.store.increment(counter, amount)
+            histogram = self.store.define(MetricType.HISTOGRAM, "t" + raw, "f")
+            self.store.record(histogram, amount)
+        text = metrics.render().decode("utf-8")
+        self.assertEqual(text.count('pw_f_calls_total{code="200"}'), 1)
+        found = samples(text)
+        self.assertEqual(found[("pw_f_calls_total",
+                                frozenset({("code", "200")}))], 5)
+        self.assertEqual(found[("pw_f_tcalls_count",
+                                frozenset({("code", "200")}))], 2)
+        self.assertEqual(found[("pw_f_tcalls_sum",
+                                frozenset({("code", "200")}))], 5)
+        self.assertEqual(found[("pw_f_tcalls_bucket",
+                                frozenset({("code", "200"), ("le", "2")}))], 1)
+
+
 class MetricsResourceTests(SynchronousTestCase):
     def test_scrape(self):
         store = MetricStore()

@@ -19,7 +19,8 @@ counters are exposed with a C{_total} suffix.
 import math
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Set, Tuple)
 
 from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.exposition import generate_latest
@@ -43,6 +44,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The trap kind L{GatewayMetrics.filterTrapped} counts as a CPU-deadline hit.
 TRAP_KIND_DEADLINE = "deadline"
 
+_KINDS = {MetricType.COUNTER: "counter", MetricType.GAUGE: "gauge",
+          MetricType.HISTOGRAM: "histogram"}
 _PHASE_PREFIX = re.compile(r"^(proxy_)?(on_)?")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _INVALID_METRIC_CHARACTERS = re.compile(r"[^a-zA-Z0-9_:]")
@@ -257,6 +260,7 @@ class GatewayMetrics:
         self._deadlines: Dict[str, int] = {}
         self._recycles: Dict[str, int] = {}
         self._memory: Dict[str, int] = {}
+        self._conflicts: Set[Tuple[str, str]] = set()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -383,35 +387,53 @@ class GatewayMetrics:
         return metric
 
     def _filterMetrics(self) -> Iterable[Metric]:
-        families: Dict[str, Metric] = {}
+        """
+        One family per Prometheus name; metrics whose names give the same
+        name and labels are added together (a scrape with a repeated series
+        would be rejected whole).
+        """
+        kinds: Dict[str, str] = {}
+        documentation: Dict[str, str] = {}
+        series: Dict[str, Dict[FrozenSet[Tuple[str, str]], list]] = {}
         for snapshot in self.store.metrics():
             name, labels = splitFilterMetricName(
                 snapshot.owner, snapshot.name,
                 self._patterns.get(snapshot.owner, ()))
-            kind = {MetricType.COUNTER: "counter", MetricType.GAUGE: "gauge",
-                    MetricType.HISTOGRAM: "histogram"}[snapshot.metricType]
+            kind = _KINDS[snapshot.metricType]
             if name.endswith("_total") and kind == "counter":
                 name = name[:-len("_total")]
-            family = families.get(name)
-            if family is None:
-                family = families[name] = Metric(
-                    name, "Metric {} of filter {}".format(
-                        snapshot.name, snapshot.owner), kind)
-            elif family.type != kind:
-                self.log.warn(
-                    "metrics: {filter} metric {metric!r} is a {kind} but"
-                    " {name} is a {other}; not exported",
-                    filter=snapshot.owner, metric=snapshot.name, kind=kind,
-                    name=name, other=family.type)
+            if kinds.setdefault(name, kind) != kind:
+                if (snapshot.owner, snapshot.name) not in self._conflicts:
+                    self._conflicts.add((snapshot.owner, snapshot.name))
+                    self.log.warn(
+                        "metrics: {filter} metric {metric!r} is a {kind} but"
+                        " {name} is a {other}; not exported",
+                        filter=snapshot.owner, metric=snapshot.name,
+                        kind=kind, name=name, other=kinds[name])
                 continue
-            if kind == "histogram":
-                _addHistogramSamples(family, labels, HISTOGRAM_BOUNDS,
-                                     snapshot.bucketCounts, snapshot.sum)
-            elif kind == "counter":
-                family.add_sample(name + "_total", labels, snapshot.value)
+            documentation.setdefault(name, "Metric {} of filter {}".format(
+                snapshot.name, snapshot.owner))
+            key = frozenset(labels.items())
+            values = [snapshot.value, snapshot.sum] + list(snapshot.bucketCounts)
+            current = series.setdefault(name, {}).get(key)
+            if current is None:
+                series[name][key] = values
             else:
-                family.add_sample(name, labels, snapshot.value)
-        return [families[name] for name in sorted(families)]
+                series[name][key] = [a + b for a, b in zip(current, values)]
+        families = []
+        for name in sorted(series):
+            family = Metric(name, documentation[name], kinds[name])
+            for key, values in series[name].items():
+                labels = dict(key)
+                if family.type == "histogram":
+                    _addHistogramSamples(family, labels, HISTOGRAM_BOUNDS,
+                                         values[2:], values[1])
+                elif family.type == "counter":
+                    family.add_sample(name + "_total", labels, values[0])
+                else:
+                    family.add_sample(name, labels, values[0])
+            families.append(family)
+        return families
 
     def render(self) -> bytes:
         """
