@@ -7,7 +7,7 @@ filter reads in C{on_http_call_response}.
 import re
 from typing import Callable, List, Optional, Tuple
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import (
     ConnectError,
     ConnectionRefusedError,
@@ -17,6 +17,8 @@ from twisted.internet.error import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 from treq.client import HTTPClient
 from treq.content import collect as collectBody
 
@@ -52,7 +54,7 @@ class HttpCall:
         or L{None} for a call made outside a request (e.g. C{on_tick}).
     @ivar statusCode: the response status, 0 when no response arrived.
     @ivar headers: the response headers, lower-case names.
-    @ivar body: the response body.
+    @ivar body: the response body, L{None} when no response arrived.
     @ivar dispatchStatus: why the call failed (C{b"timeout"},
         C{b"broken connection"}, ...), or L{None}.
     """
@@ -194,6 +196,31 @@ class _BodyTooLarge(Exception):
     """
 
 
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """
+    A request body written at once (treq's default producer cooperates
+    through the global reactor).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer):
+        consumer.write(self.data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
 class HttpCaller:
     """
     Sends HTTP calls through treq on an injected agent and reactor.
@@ -205,7 +232,7 @@ class HttpCaller:
         @param agent: the C{IAgent} the calls go through.
         """
         self.reactor = reactor
-        self.client = HTTPClient(agent)
+        self.client = HTTPClient(agent, data_to_body_producer=_BytesProducer)
         self.defaultTimeout = defaultTimeout
 
     def send(self, call: HttpCall, method: bytes, url: bytes, authority: bytes, headers: Pairs,
@@ -257,7 +284,7 @@ class HttpCaller:
         def failed(failure):
             call.statusCode = 0
             call.headers = []
-            call.body = b""
+            call.body = None
             call.dispatchStatus = b"timeout" if call.timedOut else _describe(failure)
             if not call.cancelled:
                 log.warn("HTTP call {token} to {url} failed: {status} ({error})", token=call.token,

@@ -570,7 +570,7 @@ class ProxyWasmVM:
         self.deliveringCall = call
         try:
             self.callWithContext(target, "proxy_on_http_call_response", call.root.contextId,
-                                 call.token, len(call.headers), len(call.body), len(call.trailers))
+                                 call.token, len(call.headers), len(call.body or b""), len(call.trailers))
         except WasmTrap as trap:
             if stream is not None and not stream.deleted:
                 stream.run.filterTrapped(stream, "on_http_call_response", trap)
