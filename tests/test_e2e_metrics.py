@@ -11,12 +11,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from tests.e2e import REPOSITORY, fetch, startGateway
+from tests.e2e import REPOSITORY, deferLater, fetch, startGateway
 from tests.redis import startRedis
 
 FILTERS = os.path.join(REPOSITORY, "filters")
@@ -189,6 +190,35 @@ class MetricsEndToEndMixin:
             response = yield fetch("GET", gateway.proxyURL + "/")
             statuses.append(response.status)
         self.assertEqual(statuses, [200] * 5 + [429] * 3)
+
+    @defer.inlineCallbacks
+    def test_redisOutage(self):
+        """
+        While Redis is down, requests are still answered at once (the
+        filter is fault tolerant, as Kong's default is); when Redis is back
+        (empty, as after a restart), the limit holds again.
+        """
+        redis = startRedis(self)
+        gateway = yield startGateway(
+            self, RATE_LIMIT_CONFIG, vm=self.vm,
+            extraArgs=["--shared-data", redis.url + "?retry_interval=0.2"])
+        for _ in range(2):
+            response = yield fetch("GET", gateway.proxyURL + "/")
+            self.assertEqual(response.status, 200)
+        redis.stop()
+        started = time.monotonic()
+        for _ in range(3):
+            response = yield fetch("GET", gateway.proxyURL + "/", timeout=10)
+            self.assertEqual(response.status, 200)
+        self.assertLess(time.monotonic() - started, 3.0)
+        redis.start()
+        yield deferLater(0.5)
+        statuses = []
+        for _ in range(7):
+            response = yield fetch("GET", gateway.proxyURL + "/")
+            statuses.append(response.status)
+        self.assertEqual(statuses, [200] * 5 + [429] * 2)
+        self.assertIn("Redis", gateway.logText())
 
     @defer.inlineCallbacks
     def test_rateLimitAcrossWorkers(self):
