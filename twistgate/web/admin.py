@@ -72,7 +72,7 @@ class AdminResource(Resource):
                     return self._getConfig(request)
                 status, document = self._get(segments)
             else:
-                status, document = http.METHOD_NOT_ALLOWED, {"message": "Method not allowed"}
+                status, document = http.NOT_ALLOWED, {"message": "Method not allowed"}
         except Exception:
             self._log.failure("admin API {method} {uri}", method=method, uri=request.uri)
             status, document = http.INTERNAL_SERVER_ERROR, {"message": "An unexpected error occurred"}
