@@ -87,6 +87,7 @@ class GatewayService(MultiService):
     """
 
     _log = Logger()
+    _previousSighup = None
 
     def __init__(self, settings: GatewaySettings, reactor, planBuilder: Optional[PlanBuilder] = None,
                  filters: Optional[Dict[str, FilterFile]] = None, handleSignals: bool = False) -> None:
@@ -187,7 +188,7 @@ class GatewayService(MultiService):
     def startService(self) -> None:
         super().startService()
         if self._handleSignals and hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, self._sighup)
+            self._previousSighup = signal.signal(signal.SIGHUP, self._sighup)
 
     def _sighup(self, signum, frame) -> None:
         self._reactor.callFromThread(self.reloadFile)
@@ -198,8 +199,9 @@ class GatewayService(MultiService):
         Stop listening, let in-flight requests finish (at most
         C{drainTimeout} seconds), then release the configuration.
         """
-        if self._handleSignals and hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        if self._previousSighup is not None:
+            signal.signal(signal.SIGHUP, self._previousSighup)
+            self._previousSighup = None
         yield super().stopService()
         inFlight = self.state.inFlight
         if inFlight:
