@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from tests.e2e import deferLater, fetch, startGateway
-from tests.proxywasm_harness import FILTERS, RuntimeMixin, bothRuntimes, entry, routeConfig
+from tests.proxywasm_harness import FILTERS, LogCapture, RuntimeMixin, bothRuntimes, entry, routeConfig
 
 
 def filterEntry(name: str, config: dict) -> str:
@@ -106,6 +106,20 @@ class RateLimitingWindowsMixin(RuntimeMixin):
         self.assertEqual(refused.status, 503)
         self.assertEqual(json.loads(refused.body), {"message": "slow down"})
         self.assertLimits(refused, {"Retry-After": "60"})
+
+    def test_tickRemovesEndedWindows(self):
+        """
+        Every second a tick deletes the counters of windows that have ended
+        and logs how many are left.
+        """
+        logs = LogCapture(self)
+        harness = self.rateLimited({"second": 5, "minute": 5})
+        self.respond(harness)
+        harness.clock.advance(1)
+        self.assertTrue(logs.containing("rate-limiting: 1 live counters, 1 expired removed"), logs.messages())
+        harness.clock.advance(60)
+        self.assertTrue(logs.containing("rate-limiting: 0 live counters, 1 expired removed"), logs.messages())
+        self.assertEqual(self.limits(self.respond(harness))["x-ratelimit-remaining-minute"], "4")
 
 
 bothRuntimes(RateLimitingWindowsMixin, globals())
