@@ -1,0 +1,136 @@
+"""
+Tests for L{twistgate.gateway.chain}: plans from configurations (combined
+service and route chains, disabled filters, the same filter twice, rejected
+configurations) with real filters on both runtimes.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistgate.config.errors import ConfigError
+from twistgate.config.filters import discoverFilters
+from twistgate.config.loader import loadConfigText
+from twistgate.gateway.chain import ChainPlanner
+from twistgate.gateway.filters import FilterRegistry, UnknownFilter
+from twistgate.wasm.registry import getRuntime
+
+from tests.proxywasm_harness import (
+    FILTERS,
+    RuntimeMixin,
+    bothRuntimes,
+    entry,
+    hostcalls,
+    report,
+    routeConfig,
+)
+
+GREETING_YAML = "- name: greeting\n  config:\n    my_greeting: Hello from Kong using WebAssembly!\n"
+
+
+def appends(value: str, **kwargs) -> str:
+    """
+    A hostcalls entry that appends C{X-Proxy-Wasm: value} to responses.
+    """
+    return hostcalls("response_headers add_header response x-proxy-wasm " + value, **kwargs)
+
+
+class CompositionMixin(RuntimeMixin):
+    """
+    Which filters run, in which order.
+    """
+
+    def test_serviceThenRoute(self):
+        """
+        The service chain runs before the route chain; a disabled filter
+        does not run.
+        """
+        harness = self.harness(routeConfig(appends("route"), appends("off", enabled=False),
+                                           serviceEntries=(appends("service"),)))
+        result = self.respond(harness)
+        self.assertEqual(result.headerValues(b"x-proxy-wasm"), [b"service", b"route"])
+
+    def test_sameFilterTwice(self):
+        """
+        One filter used twice with different configurations gets two root
+        contexts on one instance, each with its own configuration.
+        """
+        harness = self.harness(routeConfig(appends("one"), appends("two")))
+        result = self.respond(harness)
+        self.assertEqual(result.headerValues(b"x-proxy-wasm"), [b"one", b"two"])
+        vm = harness.vm()
+        self.assertEqual(len(vm.roots), 2)
+        self.assertEqual(list(harness.plan.vms), ["hostcalls"])
+
+    def test_noFilters(self):
+        """
+        A request whose route and service have no enabled filters gets no
+        chain.
+        """
+        harness = self.harness(routeConfig(appends("off", enabled=False)))
+        exchange, _ = harness.exchange()
+        self.assertIsNone(harness.plan.chainFor(exchange))
+
+    def test_seedWalkthrough(self):
+        """
+        The greeting filter configured with C{my_greeting} adds
+        C{X-Greeting} to responses.
+        """
+        harness = self.harness(routeConfig(GREETING_YAML))
+        result = self.respond(harness)
+        self.assertEqual(result.header(b"x-greeting"), b"Hello from Kong using WebAssembly!")
+
+    def test_lifecycleOrder(self):
+        """
+        Per request: context creation, request headers, response headers,
+        response body ending with end of stream, then done, log, delete.
+        """
+        from tests.proxywasm_harness import LogCapture
+        logs = LogCapture(self)
+        harness = self.harness(routeConfig(hostcalls(
+            "request_headers log info step:request_headers; response_headers log info step:response_headers;"
+            " response_body log info step:response_body; done log info step:done; log log info step:log;"
+            " delete log info step:delete")))
+        self.respond(harness)
+        steps = [m.split("step:")[1] for m in logs.messages("twistgate.filter.hostcalls") if "step:" in m]
+        self.assertEqual(steps, ["request_headers", "response_headers", "response_body", "done", "log",
+                                 "delete"])
+
+    def test_rejectedConfiguration(self):
+        """
+        A filter whose on_configure returns false fails the plan with a
+        line naming the filter and its place in the configuration.
+        """
+        error = self.assertRaises(ConfigError, self.harness, routeConfig(
+            appends("fine"), hostcalls("configure return 0")))
+        self.assertEqual(error.errors, [
+            'test.yml: filter_chains[0].filters[1]: filter "hostcalls" rejected its configuration'
+            ' (on_configure returned false)'])
+
+
+bothRuntimes(CompositionMixin, globals())
+
+
+class RegistryTests(SynchronousTestCase):
+    """
+    L{FilterRegistry} compiles each module once.
+    """
+
+    def setUp(self):
+        self.filters = discoverFilters(FILTERS)
+        self.registry = FilterRegistry(getRuntime("wasmtime"), self.filters)
+
+    def test_compiledOnce(self):
+        self.assertIs(self.registry.module("greeting"), self.registry.module("greeting"))
+
+    def test_unknown(self):
+        self.assertRaises(UnknownFilter, self.registry.module, "nope")
+
+    def test_unknownFilterInPlan(self):
+        """
+        A chain naming a filter that is not installed fails the plan.
+        """
+        from twisted.internet import task
+        config = loadConfigText(routeConfig(appends("x")), "test.yml", self.filters)
+        filters = {name: f for name, f in self.filters.items() if name != "hostcalls"}
+        planner = ChainPlanner(getRuntime("wasmtime"), filters, task.Clock(), None)
+        error = self.assertRaises(ConfigError, planner.build, config)
+        self.assertEqual(error.errors, ['test.yml: filter_chains[0].filters[0]: no such filter "hostcalls"'])
