@@ -45,6 +45,7 @@ _VALUE_TYPES = {
     "f32": wasmer.Type.F32,
     "f64": wasmer.Type.F64,
 }
+_ARGUMENT_MISMATCH = "Parameters of type "
 _VALUE_NAMES = {valueType: name for name, valueType in _VALUE_TYPES.items()}
 
 
@@ -79,7 +80,7 @@ class WasmerRuntime:
     def __init__(self) -> None:
         self.store = wasmer.Store(wasmer.engine.Universal(wasmer_compiler_cranelift.Compiler))
         self.version = importlib.metadata.version("wasmer")
-        self._cacheVersion = "{}+cranelift-{}".format(
+        self.cacheVersion = "{}+cranelift-{}".format(
             self.version, importlib.metadata.version("wasmer_compiler_cranelift")
         )
 
@@ -96,7 +97,7 @@ class WasmerRuntime:
         native, cacheStatus = compileCached(
             cacheDirectory,
             self.name,
-            self._cacheVersion,
+            self.cacheVersion,
             sha256,
             compileNative,
             wasmer.Module.serialize,
@@ -190,6 +191,11 @@ class WasmerInstance:
         if "memory" in memories:
             memories.insert(0, "memory")
         self._memory = getattr(native.exports, memories[0]) if memories else None
+        if self.memorySize() > limits.maxMemoryBytes:
+            raise WasmLinkError(
+                "instantiation failed: initial memory of {} bytes exceeds the cap of {} "
+                "bytes".format(self.memorySize(), limits.maxMemoryBytes)
+            )
         self._view = memoryview(b"")
         self._viewSize = 0
         self._native = native
@@ -230,7 +236,10 @@ class WasmerInstance:
             except WasmTrap:
                 raise
             except RuntimeError as error:
-                raise WasmTrap(_trapMessage(error), kind="trap") from None
+                message = _trapMessage(error)
+                if message.startswith(_ARGUMENT_MISMATCH):
+                    raise TypeError(message) from None
+                raise WasmTrap(message, kind="trap") from None
             if memory is not None and memory.data_size > cap:
                 raise WasmTrap(
                     "guest memory grew to {} bytes, past the cap of {} bytes".format(

@@ -200,7 +200,7 @@ class WasmtimeRuntime:
         config.epoch_interruption = True
         self.engine = wasmtime.Engine(config)
         self.version = importlib.metadata.version("wasmtime")
-        self._cacheVersion = "{}+epoch".format(self.version)
+        self.cacheVersion = "{}+epoch".format(self.version)
         self.ticker = _EpochTicker(self.engine, EPOCH_INTERVAL)
 
     def compile(self, source, cacheDirectory=None):
@@ -216,7 +216,7 @@ class WasmtimeRuntime:
         native, cacheStatus = compileCached(
             cacheDirectory,
             self.name,
-            self._cacheVersion,
+            self.cacheVersion,
             sha256,
             compileNative,
             wasmtime.Module.serialize,
@@ -300,7 +300,7 @@ class WasmtimeInstance:
             native = wasmtime.Instance(self._store, module.native, externs)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as error:
             failure, self._pendingFailure = self._pendingFailure, None
-            reason = failure if failure is not None else firstLine(str(error))
+            reason = failure if failure is not None else _trapSummary(str(error))
             raise WasmLinkError("instantiation failed: {}".format(reason)) from None
         exports = native.exports(self._store)
         self._funcs = {}
