@@ -59,15 +59,6 @@ class FilterSlot:
     location: str
 
 
-def _wasiFactory():
-    try:
-        from twistgate.wasm import wasi
-    except ImportError:
-        return None
-    factory = getattr(wasi, "proxyWasmFunctions", None)
-    return factory
-
-
 class ChainPlanner:
     """
     Builds L{ChainPlan}s from configurations, compiling each filter module
@@ -85,8 +76,8 @@ class ChainPlanner:
         @param reactor: an C{IReactorTime} for timers and timeouts.
         @param agent: the C{IAgent} filters' HTTP calls go through.
         @param trapPolicy: when a filter that keeps trapping goes in backoff.
-        @param wasi: makes the WASI host functions of a VM (default: the
-            shim of L{twistgate.wasm.wasi}).
+        @param wasi: makes the WASI host functions of a VM (default:
+            L{twistgate.proxywasm.vm.wasiFunctions}).
         """
         self.registry = FilterRegistry(runtime, filters, cacheDirectory)
         self.reactor = reactor
@@ -97,7 +88,7 @@ class ChainPlanner:
         self.metrics = metrics if metrics is not None else MetricStore()
         self.trapPolicy = trapPolicy or TrapPolicy()
         self.settings = settings
-        self.wasi = wasi if wasi is not None else _wasiFactory()
+        self.wasi = wasi
 
     def build(self, config) -> "ChainPlan":
         """

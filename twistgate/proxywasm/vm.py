@@ -30,6 +30,7 @@ from twistgate.proxywasm.hostcalls import Hostcalls, bindHostcalls
 from twistgate.proxywasm.httpcalls import HttpCall, HttpCaller, parseTarget, validateCall
 from twistgate.wasm.interfaces import HostFunction, Limits, WasmLinkError, WasmTrap
 from twistgate.wasm.memory import GuestMemory, u32
+from twistgate.wasm.wasi import WasiShim
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 WASI_NOSYS = 52
@@ -90,7 +91,8 @@ class HostEnvironment:
             with INTERNAL_FAILURE).
         @param services: looks up a service name for HTTP calls, giving
             C{(protocol, host, port)}.
-        @param wasi: makes the WASI host functions for a VM.
+        @param wasi: makes the WASI host functions for a VM (default:
+            L{wasiFunctions}).
         """
         self.reactor = reactor
         self.httpCaller = HttpCaller(reactor, agent) if agent is not None else None
@@ -202,7 +204,8 @@ class ProxyWasmVM:
         imports = self.module.imports()
         functions, unknown = bindHostcalls(imports, self.hostcalls)
         self.unsupportedImports.extend(unknown)
-        wasi = list(self.environment.wasi(self)) if self.environment.wasi is not None else []
+        makeWasi = self.environment.wasi or wasiFunctions
+        wasi = list(makeWasi(self))
         offered = {(f.module, f.name): f for f in wasi}
         for wanted in imports:
             if wanted.module == "env" or wanted.sig is None:
@@ -256,7 +259,7 @@ class ProxyWasmVM:
         try:
             self.callGuest("_start")
         except WasmTrap as trap:
-            if trap.kind != "exit" or not trap.message.rstrip().endswith(" 0"):
+            if getattr(trap, "exitCode", None) != 0:
                 raise
             self.trapped = None
             self.trapPhase = None
@@ -595,6 +598,14 @@ class ProxyWasmVM:
                       filter=self.filterName, contextId=context.contextId if context else 0,
                       text=message.decode("utf-8", "replace"), proxyWasmLevel=level.name)
 
+    def logWasi(self, level: str, text: str) -> None:
+        """
+        Log a line the guest wrote to stdout (C{"info"}) or stderr
+        (C{"error"}) through WASI.
+        """
+        self.logFromGuest(LogLevel.ERROR if level == "error" else LogLevel.INFO,
+                          text.encode("utf-8", "replace"))
+
     def logHost(self, level: str, message: str, contextId: Optional[int] = None) -> None:
         """
         Log something the host noticed about this filter.
@@ -604,6 +615,15 @@ class ProxyWasmVM:
             contextId = context.contextId if context else 0
         self.log.emit(_HOST_LEVELS[level], "filter {filter} #{contextId}: {text}",
                       filter=self.filterName, contextId=contextId, text=message)
+
+
+def wasiFunctions(vm: ProxyWasmVM) -> List[HostFunction]:
+    """
+    The WASI preview1 functions of a VM: output to the filter's log, the
+    environment configured for the filter only.
+    """
+    shim = WasiShim(memoryProvider=lambda: vm.memory, log=vm.logWasi, environ=vm.env)
+    return shim.hostFunctions()
 
 
 def _unsupported(sig, wasi: bool) -> Callable[..., Optional[int]]:
