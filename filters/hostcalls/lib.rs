@@ -731,9 +731,12 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Adds one to a decimal counter in shared data with CAS, retrying on CAS_MISMATCH.
+const CAS_ATTEMPTS: usize = 64;
+
+/// Adds one to a decimal counter in shared data with CAS, retrying on CAS_MISMATCH (a bounded number
+/// of times).
 fn increment_shared(key: &[u8]) -> Result<u64, Status> {
-    loop {
+    for _ in 0..CAS_ATTEMPTS {
         let (current, cas) = match proxy_abi::get_shared_data(key) {
             Ok((value, cas)) => (text(&value).parse::<u64>().unwrap_or(0), cas),
             Err(Status::NOT_FOUND) => (0, 0),
@@ -746,6 +749,7 @@ fn increment_shared(key: &[u8]) -> Result<u64, Status> {
             Err(status) => return Err(status),
         }
     }
+    Err(Status::CAS_MISMATCH)
 }
 
 // ---------------------------------------------------------------------------------------------------
