@@ -179,7 +179,17 @@ class ChainHarness:
                                     cacheDirectory=CACHE, settings=settings, trapPolicy=trapPolicy)
         self.plan = self.planner.build(self.config)
         testCase.addCleanup(self.plan.stop)
+        self.runs = []
+        testCase.addCleanup(self._finishRuns)
         self.upstream = Upstream()
+
+    def _finishRuns(self) -> None:
+        """
+        End the requests a test left pending, as the proxy does when the
+        client goes away.
+        """
+        for run in self.runs:
+            run.finish()
 
     def vm(self, name: str = "hostcalls"):
         return self.plan.vms[name]
@@ -210,6 +220,8 @@ class ChainHarness:
     @inlineCallbacks
     def _drive(self, exchange: Exchange, content: Optional[bytes]):
         run = self.plan.chainFor(exchange)
+        if run is not None:
+            self.runs.append(run)
         try:
             if run is not None:
                 yield run.requestHeaders()

@@ -540,7 +540,7 @@ class ChainRun:
                 continue
             context.abandon("finished")
             vm = member.vm
-            if vm.trapped is not None or context.generation != vm.generation:
+            if vm.stopped or vm.trapped is not None or context.generation != vm.generation:
                 vm.forgetStream(context)
                 continue
             vm.runWhenIdle(lambda member=member, context=context: self._finishMember(member, context))
@@ -548,7 +548,7 @@ class ChainRun:
     def _finishMember(self, member: _Member, context) -> None:
         vm = member.vm
         try:
-            if vm.trapped is None and context.generation == vm.generation:
+            if not vm.stopped and vm.trapped is None and context.generation == vm.generation:
                 for name in ("proxy_on_done", "proxy_on_log", "proxy_on_delete"):
                     phase = name[len("proxy_"):]
                     try:

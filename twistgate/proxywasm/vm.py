@@ -305,11 +305,13 @@ class ProxyWasmVM:
         Replace a trapped instance (fresh start, root contexts re-created and
         re-configured) unless the filter is in backoff.
 
-        @return: whether the instance can be called.
+        @return: whether the instance can be called (never once stopped).
         """
+        if self.stopped:
+            return False
         if self.trapped is None:
             return True
-        if self.stopped or self.inBackoff():
+        if self.inBackoff():
             return False
         previous = self.trapped
         self.log.info("filter {filter}: replacing the instance that trapped in {phase} ({trap})",
