@@ -7,7 +7,7 @@ SIGHUP) and graceful stop.
 import os
 import signal
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -25,6 +25,7 @@ from twistgate.gateway.upstream import UpstreamClient
 from twistgate.web.admin import AdminResource
 from twistgate.web.echo import EchoResource
 from twistgate.web.proxy import GatewaySite, ProxyResource
+from twistgate.workers import isWorker, shareConfig, sharedConfigText
 
 PlanBuilder = Callable[[GatewayConfig], object]
 
@@ -87,17 +88,23 @@ class GatewayService(MultiService):
     """
 
     _log = Logger()
-    _previousSighup = None
 
     def __init__(self, settings: GatewaySettings, reactor, planBuilder: Optional[PlanBuilder] = None,
-                 filters: Optional[Dict[str, FilterFile]] = None, handleSignals: bool = False) -> None:
+                 filters: Optional[Dict[str, FilterFile]] = None, handleSignals: bool = False,
+                 metrics=None, accessLog=None, environ: Mapping[str, str] = os.environ) -> None:
         """
         @param reactor: the reactor to listen and time with.
         @param planBuilder: builds the filter chain plan of a configuration
             (may raise L{ConfigError}); L{None} runs no filters.
         @param filters: the installed filters; discovered from
             C{settings.filtersPath} when L{None}.
-        @param handleSignals: reload the configuration file on SIGHUP.
+        @param handleSignals: reload the configuration file on SIGHUP (and,
+            in a worker of C{--workers}, a posted one on SIGUSR2).
+        @param metrics: the L{twistgate.web.metrics.GatewayMetrics} the
+            proxy counts requests in and the admin API serves, or L{None}.
+        @param accessLog: the L{twistgate.web.accesslog.AccessLog}, or
+            L{None}.
+        @param environ: the environment (tells whether this is a worker).
         @raise ConfigError: the configuration file is invalid.
         """
         super().__init__()
@@ -105,14 +112,21 @@ class GatewayService(MultiService):
         self._reactor = reactor
         self._planBuilder = planBuilder
         self._handleSignals = handleSignals
+        self._environ = environ
+        self._previousHandlers: Dict[int, object] = {}
+        self._closers: List[Callable[[], object]] = []
         self.filters = filters if filters is not None else discoverInstalledFilters(settings)
         self.upstream = UpstreamClient(reactor)
         self.state = GatewayState(self.loadFile(settings.configPath, number=1))
+        self.metrics = metrics
+        self.accessLog = accessLog
+        if accessLog is not None:
+            self.addCloser(accessLog.close)
         self.proxySite = GatewaySite(
-            ProxyResource(self.state, self.upstream, reactor), reactor,
+            ProxyResource(self.state, self.upstream, reactor, metrics=metrics, accessLog=accessLog), reactor,
             maxBodySize=settings.maxBodySize, headerTimeout=settings.headerTimeout,
             bodyTimeout=settings.bodyTimeout)
-        self.adminSite = Site(AdminResource(self, reactor), reactor=reactor)
+        self.adminSite = Site(AdminResource(self, reactor, metrics=metrics), reactor=reactor)
         self.adminSite.noisy = False
         self.echoSite = Site(EchoResource(reactor), reactor=reactor)
         self.echoSite.noisy = False
@@ -169,6 +183,36 @@ class GatewayService(MultiService):
                        chains=len(generation.config.filterChains))
         return generation
 
+    def applyPostedConfig(self, text: str) -> Generation:
+        """
+        L{reloadText} for C{POST /config}; in a worker of C{--workers}, the
+        accepted text then goes to every other worker.
+
+        @raise ConfigError: the configuration is invalid.
+        """
+        generation = self.reloadText(text, "<POST /config>")
+        shareConfig(text, self._environ)
+        return generation
+
+    def _loadShared(self) -> None:
+        """
+        Load the configuration another worker accepted (SIGUSR2).
+        """
+        text = sharedConfigText(self._environ)
+        if text is None:
+            return
+        try:
+            self.reloadText(text, "<shared POST /config>")
+        except ConfigError as error:
+            for line in error.errors:
+                self._log.error("shared configuration refused: {line}", line=line)
+
+    def addCloser(self, closer: Callable[[], object]) -> None:
+        """
+        Call C{closer} (it may return a Deferred) when the service stopped.
+        """
+        self._closers.append(closer)
+
     def reloadFile(self) -> Optional[Generation]:
         """
         Re-read the configuration file (SIGHUP); errors are logged and the
@@ -188,10 +232,15 @@ class GatewayService(MultiService):
     def startService(self) -> None:
         super().startService()
         if self._handleSignals and hasattr(signal, "SIGHUP"):
-            self._previousSighup = signal.signal(signal.SIGHUP, self._sighup)
+            self._previousHandlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._sighup)
+            if isWorker(self._environ):
+                self._previousHandlers[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, self._sigusr2)
 
     def _sighup(self, signum, frame) -> None:
         self._reactor.callFromThread(self.reloadFile)
+
+    def _sigusr2(self, signum, frame) -> None:
+        self._reactor.callFromThread(self._loadShared)
 
     @inlineCallbacks
     def stopService(self):
@@ -199,9 +248,9 @@ class GatewayService(MultiService):
         Stop listening, let in-flight requests finish (at most
         C{drainTimeout} seconds), then release the configuration.
         """
-        if self._previousSighup is not None:
-            signal.signal(signal.SIGHUP, self._previousSighup)
-            self._previousSighup = None
+        for signum, handler in self._previousHandlers.items():
+            signal.signal(signum, handler)
+        self._previousHandlers = {}
         yield super().stopService()
         inFlight = self.state.inFlight
         if inFlight:
@@ -215,6 +264,11 @@ class GatewayService(MultiService):
                                count=self.state.inFlight, seconds=self.settings.drainTimeout)
         yield self.upstream.close()
         self.state.stop()
+        for closer in self._closers:
+            try:
+                yield closer()
+            except Exception:
+                self._log.failure("closing {closer}", closer=closer)
         if self._handleSignals and getattr(self._reactor, "_exitSignal", None) == signal.SIGTERM:
             # A graceful stop on SIGTERM is a success: exit 0 rather than let
             # twistd re-raise the signal on itself once the reactor stopped.

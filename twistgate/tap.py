@@ -104,6 +104,13 @@ class Options(usage.Options):
         ["header-timeout", None, 60.0, "Seconds a client has to send its request headers", float],
         ["body-timeout", None, 60.0, "Seconds of silence allowed while a request body arrives", float],
         ["drain-timeout", None, 10.0, "Seconds in-flight requests get to finish on SIGTERM", float],
+        ["access-log", None, "off", "Access log destination: off, stdout, stderr or a file path"],
+        ["access-log-format", None, "json", "Access log format: json (Kong's log serializer) or combined"],
+        ["shared-data", None, None, "Where filters' shared data and queues live: memory or redis://host:port/db"
+         " [env: TWISTGATE_SHARED_DATA; default: memory]"],
+        ["workers", None, 0, "Run N worker processes sharing the listening sockets (0: serve in this process)",
+         int],
+        ["workers-balance", None, "shared", "How workers share a port: shared (one accept queue) or reuseport"],
     ]
 
     environ: Mapping[str, str] = os.environ
@@ -131,6 +138,17 @@ class Options(usage.Options):
             self["max-body-size"] = _size(self["max-body-size"] or str(DEFAULT_MAX_BODY_SIZE))
         except ValueError as error:
             raise usage.UsageError("--max-body-size: %s" % (error,))
+        self["shared-data"] = self["shared-data"] or env.get("TWISTGATE_SHARED_DATA") or "memory"
+        if self["access-log-format"] not in ("json", "combined"):
+            raise usage.UsageError("--access-log-format: %r is not json or combined" % (self["access-log-format"],))
+        if self["workers"] < 0:
+            raise usage.UsageError("--workers: must be 0 or more, not %d" % (self["workers"],))
+        if self["workers-balance"] not in ("shared", "reuseport"):
+            raise usage.UsageError("--workers-balance: %r is not shared or reuseport" % (self["workers-balance"],))
+        if self["workers"]:
+            for option in ("proxy-endpoints", "admin-endpoints", "echo-endpoints"):
+                if len(self[option]) > 1:
+                    raise usage.UsageError("--workers: one endpoint per listener, not %s" % (", ".join(self[option]),))
 
     def _listen(self, option: str, variable: Optional[str], default: str) -> Tuple[str, ...]:
         if self[option]:
@@ -158,24 +176,24 @@ def _settingsFrom(options: Options):
     )
 
 
-def chainPlanBuilder(vm: str, filters, reactor):
+def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=None, sharedQueues=None):
     """
-    The filter chain plan builder over the Wasm runtime C{vm}, or L{None}
-    when this build has no chain runner. The runtime is loaded on the first
-    configuration that has filter chains.
+    The filter chain plan builder over the Wasm runtime C{vm}. The runtime
+    is loaded on the first configuration that has filter chains.
 
+    @param metricStore: the filters' metrics (a
+        L{twistgate.proxywasm.metrics.MetricStore}).
+    @param sharedData: the filters' shared data store.
+    @param sharedQueues: the filters' shared queues.
     @return: a callable from a L{GatewayConfig} to its chain plan; it
         raises L{ConfigError} when the runtime is unavailable or a filter
         rejects its configuration.
     """
-    try:
-        from twistgate.gateway.chain import ChainPlanner
-        from twistgate.wasm.registry import getRuntime
-    except ImportError:
-        return None
     from twisted.web.client import Agent, HTTPConnectionPool
 
+    from twistgate.gateway.chain import ChainPlanner
     from twistgate.wasm.interfaces import RuntimeUnavailable
+    from twistgate.wasm.registry import getRuntime
 
     planners = []
 
@@ -186,7 +204,8 @@ def chainPlanBuilder(vm: str, filters, reactor):
             except RuntimeUnavailable as error:
                 raise ConfigError(["--vm %s: %s" % (vm, error)])
             agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
-            planners.append(ChainPlanner(runtime, filters, reactor, agent))
+            planners.append(ChainPlanner(runtime, filters, reactor, agent, metrics=metricStore,
+                                         sharedData=sharedData, sharedQueues=sharedQueues))
         return planners[0].build(config)
 
     return build
@@ -194,20 +213,71 @@ def chainPlanBuilder(vm: str, filters, reactor):
 
 def makeService(options: Options, reactor=None):
     """
-    Make the gateway service. A bad configuration prints every problem on
-    stderr, one per line, and exits with status 1 before anything listens.
+    Make the gateway service (or, with C{--workers}, the supervisor of its
+    worker processes). A bad configuration prints every problem on stderr,
+    one per line, and exits with status 1 before anything listens.
     """
     if reactor is None:
         from twisted.internet import reactor
-    from twistgate.service import GatewayService, discoverInstalledFilters
-
     settings = _settingsFrom(options)
     try:
-        filters = discoverInstalledFilters(settings)
-        planBuilder = chainPlanBuilder(settings.vm, filters, reactor) if settings.wasmEnabled else None
-        return GatewayService(settings, reactor, planBuilder=planBuilder, filters=filters, handleSignals=True)
+        if options["workers"]:
+            return _supervisor(options, settings, reactor)
+        return _gateway(options, settings, reactor)
     except ConfigError as error:
         _exitWithErrors(error)
+
+
+def _gateway(options: Options, settings, reactor):
+    """
+    The gateway serving in this process.
+
+    @raise ConfigError: the configuration, the filters or an option's value
+        is invalid.
+    """
+    from twistgate.gateway.redis_store import sharedStoresFromURL
+    from twistgate.proxywasm.metrics import MetricStore
+    from twistgate.service import GatewayService, discoverInstalledFilters
+    from twistgate.web.accesslog import AccessLog
+    from twistgate.web.metrics import GatewayMetrics
+
+    filters = discoverInstalledFilters(settings)
+    metricStore = MetricStore()
+    try:
+        metrics = GatewayMetrics(metricStore, {name: f.labelPatterns for name, f in filters.items()})
+        sharedData, sharedQueues = sharedStoresFromURL(options["shared-data"], reactor)
+        accessLog = AccessLog.open(options["access-log"], options["access-log-format"])
+    except ValueError as error:
+        raise ConfigError([str(error)])
+    planBuilder = None
+    if settings.wasmEnabled:
+        planBuilder = chainPlanBuilder(settings.vm, filters, reactor, metricStore, sharedData, sharedQueues)
+    gateway = GatewayService(settings, reactor, planBuilder=planBuilder, filters=filters, handleSignals=True,
+                             metrics=metrics, accessLog=accessLog)
+    for store in (sharedData, sharedQueues):
+        if hasattr(store, "close"):
+            gateway.addCloser(store.close)
+    return gateway
+
+
+def _supervisor(options: Options, settings, reactor):
+    """
+    The supervisor of C{--workers} worker processes; the configuration is
+    checked here first so that a bad file fails before anything listens.
+    """
+    from twistgate.config.loader import loadConfigFile
+    from twistgate.service import discoverInstalledFilters
+    from twistgate.workers import Listener, WorkerSupervisor, pluginArguments
+
+    loadConfigFile(settings.configPath, discoverInstalledFilters(settings))
+    listeners = [Listener(name, endpoints[0]) for name, endpoints in (
+        ("proxy", settings.proxyListen), ("admin", settings.adminListen), ("echo", settings.echoListen))
+        if endpoints]
+    try:
+        return WorkerSupervisor(reactor, pluginArguments(sys.argv), options["workers"], listeners,
+                                balance=options["workers-balance"], killTime=settings.drainTimeout + 5)
+    except ValueError as error:
+        raise ConfigError([str(error)])
 
 
 def _exitWithErrors(error: ConfigError) -> None:

@@ -19,6 +19,7 @@ import twistgate
 from twistgate.config.entities import filterChainToDict, filterEntryToDict, filterFileToDict, routeToDict, serviceToDict
 from twistgate.config.errors import ConfigError
 from twistgate.config.filters import configSchemaOf
+from twistgate.web.metrics import MetricsResource
 
 NODE_ID = str(uuid.uuid4())
 
@@ -55,9 +56,16 @@ class AdminResource(Resource):
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, gateway, clock) -> None:
+    def __init__(self, gateway, clock, metrics=None) -> None:
+        """
+        @param gateway: the L{twistgate.service.GatewayService}.
+        @param clock: an C{IReactorTime}.
+        @param metrics: the L{GatewayMetrics} served on C{GET /metrics}, or
+            L{None} for no such endpoint.
+        """
         super().__init__()
         self.gateway = gateway
+        self.metrics = metrics
         self._clock = clock
         self._startedAt = clock.seconds()
 
@@ -70,6 +78,8 @@ class AdminResource(Resource):
             elif method in (b"GET", b"HEAD"):
                 if segments == ["config"]:
                     return self._getConfig(request)
+                if segments == ["metrics"] and self.metrics is not None:
+                    return MetricsResource(self.metrics).render(request)
                 status, document = self._get(segments)
             else:
                 status, document = http.NOT_ALLOWED, {"message": "Method not allowed"}
@@ -245,7 +255,7 @@ class AdminResource(Resource):
             return http.BAD_REQUEST, {"code": 14, "name": "invalid declarative configuration",
                                       "message": "declarative config is invalid", "errors": [str(error)]}
         try:
-            generation = self.gateway.reloadText(text, "<POST /config>")
+            generation = self.gateway.applyPostedConfig(text)
         except ConfigError as error:
             self._log.warn("POST /config refused: {count} errors", count=len(error.errors))
             return http.BAD_REQUEST, {"code": 14, "name": "invalid declarative configuration",

@@ -26,6 +26,7 @@ import twistgate
 from twistgate.gateway.exchange import Exchange, LocalResponse
 from twistgate.gateway.state import GatewayState, Generation
 from twistgate.gateway.upstream import UpstreamClient, UpstreamTimeout
+from twistgate.web.accesslog import AccessLog, AccessLogEntry
 
 SERVER_TOKEN = b"twistgate/" + twistgate.__version__.encode("ascii")
 VIA = b"1.1 " + SERVER_TOKEN
@@ -43,6 +44,8 @@ MESSAGES = {
     504: "The upstream server is timing out",
 }
 NO_ROUTE = "no Route matched with those values"
+#: The status logged for a request whose client went away first (nginx's).
+_CLIENT_CLOSED = 499
 _REASONS = {431: b"Request Header Fields Too Large"}
 
 #: Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
@@ -766,8 +769,67 @@ class _ProxiedRequest:
                 self.chain.finish()
             except Exception:
                 self._log.failure("finishing the filter chain of {uri}", uri=self.request.uri)
+        try:
+            self._record()
+        except Exception:
+            self._log.failure("recording {uri}", uri=self.request.uri)
         if self.generation is not None:
             self._resource.state.release(self.generation)
+
+    def _record(self) -> None:
+        """
+        Count the request in the metrics and write its access log line.
+        """
+        metrics, accessLog = self._resource.metrics, self._resource.accessLog
+        if metrics is None and accessLog is None:
+            return
+        request, exchange = self.request, self.exchange
+        status = _CLIENT_CLOSED if self._clientGone and not request.finished else request.code
+        totalSeconds = self._clock.seconds() - self._startedAt
+        upstreamSeconds = self._upstreamLatency / 1000.0 if self._upstreamStartedAt is not None else None
+        service = exchange.service if exchange is not None else None
+        route = exchange.route if exchange is not None else None
+        serviceName = (service.name or service.id) if service is not None else None
+        routeName = (route.name or route.id) if route is not None else None
+        if metrics is not None:
+            metrics.observeRequest(serviceName, routeName, status, totalSeconds, upstreamSeconds)
+        if accessLog is not None:
+            accessLog.log(AccessLogEntry(
+                startedAt=self._startedAt,
+                clientIP=getattr(request.getClientAddress(), "host", "") or "",
+                method=request.method.decode("latin-1"),
+                uri=request.uri.decode("latin-1"),
+                status=status,
+                totalSeconds=totalSeconds,
+                url=_requestURL(request),
+                protocol=(request.clientproto or b"HTTP/1.1").decode("latin-1"),
+                requestSize=_bodySize(request),
+                responseSize=request.sentLength,
+                upstreamSeconds=upstreamSeconds,
+                proxySeconds=self._proxyLatency / 1000.0 if self._upstreamStartedAt is not None else None,
+                upstreamURI=exchange.path.decode("latin-1") if self._upstreamStartedAt is not None else None,
+                serviceId=service.id if service is not None else None,
+                serviceName=service.name if service is not None else None,
+                routeId=route.id if route is not None else None,
+                routeName=route.name if route is not None else None,
+                filters=self._filterNames(),
+                userAgent=_text(request.getHeader(b"user-agent")),
+                referer=_text(request.getHeader(b"referer")),
+            ))
+
+    def _filterNames(self) -> Tuple[str, ...]:
+        """
+        The enabled filters of this request's chains, service chain first.
+        """
+        exchange = self.exchange
+        if self.chain is None or exchange is None:
+            return ()
+        config = self.generation.config
+        names = []
+        for chain in (config.chainFor(serviceId=exchange.service.id), config.chainFor(routeId=exchange.route.id)):
+            if chain is not None and chain.enabled:
+                names.extend(entry.name for entry in chain.filters if entry.enabled)
+        return tuple(names)
 
 
 class _Discard(Protocol):
@@ -800,6 +862,30 @@ def _serviceHost(service) -> bytes:
     return host + b":%d" % (service.port,)
 
 
+def _text(value: Optional[bytes]) -> Optional[str]:
+    return value.decode("latin-1") if value is not None else None
+
+
+def _requestURL(request) -> str:
+    scheme = "https" if request.isSecure() else "http"
+    host = _text(request.getHeader(b"host")) or ""
+    return "{}://{}{}".format(scheme, host, request.uri.decode("latin-1"))
+
+
+def _bodySize(request) -> int:
+    content = request.content
+    if content is None:
+        return 0
+    try:
+        position = content.tell()
+        content.seek(0, 2)
+        size = content.tell()
+        content.seek(position)
+        return size
+    except (ValueError, OSError):
+        return 0
+
+
 def _ms(seconds: float) -> int:
     return max(0, int(round(seconds * 1000)))
 
@@ -811,16 +897,23 @@ class ProxyResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, state: GatewayState, upstream: UpstreamClient, clock) -> None:
+    def __init__(self, state: GatewayState, upstream: UpstreamClient, clock, metrics=None,
+                 accessLog: Optional[AccessLog] = None) -> None:
         """
         @param state: the configuration generations.
         @param upstream: sends requests to services.
         @param clock: an C{IReactorTime} for latencies and timeouts.
+        @param metrics: counts each finished request
+            (C{observeRequest(service, route, status, totalSeconds,
+            upstreamSeconds)}), or L{None}.
+        @param accessLog: logs each finished request, or L{None}.
         """
         super().__init__()
         self.state = state
         self.upstream = upstream
         self.clock = clock
+        self.metrics = metrics
+        self.accessLog = accessLog
 
     def render(self, request):
         _ProxiedRequest(self, request).start()
