@@ -9,8 +9,19 @@
  * The SDK picks the root context factory by the host property
  * C{plugin_root_id}; this filter registers under "greeting" (the filter name)
  * and "" (hosts that report no root id).
+ *
+ * The module exports the SDK's callbacks (the same list as the SDK's
+ * "@solo-io/proxy-runtime/proxy"), except the HTTP-context ones, which come
+ * from ./callbacks (see there why).
  */
-export * from "@solo-io/proxy-runtime/proxy";
+export * from "@solo-io/proxy-runtime/malloc";
+export {
+  proxy_abi_version_0_2_0, proxy_on_vm_start, proxy_validate_configuration, proxy_on_configure,
+  proxy_on_tick, proxy_on_foreign_function, proxy_on_queue_ready, proxy_on_context_create,
+  proxy_on_http_call_response, proxy_on_grpc_receive_initial_metadata, proxy_on_grpc_trailing_metadata,
+  proxy_on_grpc_receive, proxy_on_grpc_close, proxy_on_done, proxy_on_delete,
+} from "@solo-io/proxy-runtime/exports";
+export * from "./callbacks";
 import {
   RootContext, Context, registerRootContext, FilterHeadersStatusValues,
   stream_context, log, LogLevelValues,
