@@ -16,6 +16,7 @@ from tests.e2e import (
     REPOSITORY,
     deferLater,
     fetch,
+    fetchBlocking,
     freePort,
     rawExchange,
     runTwistgate,
@@ -215,6 +216,55 @@ class ProxyingTests(TestCase):
                 break
             yield deferLater(0.1)
         self.assertEqual(response.json()["path"], "/z")
+
+
+class ReloadUnderLoadTests(TestCase):
+    """
+    Reloads while traffic flows lose no request.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_noFailedRequestsDuringReloads(self):
+        """
+        Four clients keep sending requests (some slow) while the
+        configuration is posted ten times and SIGHUP re-reads it twice:
+        every request gets its 200.
+        """
+        gateway = yield startGateway(self, ECHO_CONFIG)
+        yield reloadUnderLoad(self, gateway, ECHO_CONFIG.replace("{echoPort}", str(gateway.echoPort)))
+
+
+@defer.inlineCallbacks
+def reloadUnderLoad(testCase, gateway, text, paths=("/delay/0.2", "/anything/1", "/anything/2", "/anything/3")):
+    """
+    Post C{text} ten times (and SIGHUP twice) while one client per path
+    keeps requesting it; assert every request got a 200.
+    """
+    done = []
+
+    def client(path):
+        statuses = []
+        while not done:
+            statuses.append(fetchBlocking("GET", gateway.proxyURL + path).status)
+        return statuses
+
+    clients = [threads.deferToThread(client, path) for path in paths]
+    for round in range(10):
+        posted = yield fetch("POST", gateway.adminURL + "/config", body=text.encode("utf-8"))
+        testCase.assertEqual(posted.status, 201, posted.body)
+        if round in (3, 7):
+            gateway.signal("HUP")
+        yield deferLater(0.1)
+    done.append(True)
+    results = yield defer.gatherResults(clients)
+    statuses = [status for result in results for status in result]
+    testCase.assertGreater(len(statuses), 20)
+    testCase.assertEqual(set(statuses), {200})
+    status = (yield fetch("GET", gateway.adminURL + "/status")).json()
+    testCase.assertGreaterEqual(status["configuration_generation"], 11)
+    testCase.assertNotIn("Traceback", gateway.logText())
 
 
 class StreamingTests(TestCase):
@@ -534,6 +584,18 @@ class WalkthroughMixin:
         self.assertTrue(any("filters[0]" in line for line in refused.json()["errors"]), refused.body)
         still = yield fetch("GET", gateway.proxyURL + "/greet")
         self.assertEqual(still.header("X-Greeting"), "Hello from Kong using WebAssembly!")
+
+
+    @defer.inlineCallbacks
+    def test_reloadUnderLoad(self):
+        """
+        Reloading a configuration with filter chains while requests flow
+        fails none of them.
+        """
+        text = walkthroughConfig().replace("minute: 60", "minute: 100000")
+        gateway = yield startGateway(self, text, filtersPath=FILTERS, vm=self.vm)
+        yield reloadUnderLoad(self, gateway, text.replace("{echoPort}", str(gateway.echoPort)),
+                              paths=("/greet", "/anything/a", "/delay/0.2"))
 
 
 class WasmtimeWalkthroughTests(WalkthroughMixin, TestCase):
