@@ -170,10 +170,10 @@ class ChainHarness:
 
     def __init__(self, testCase, runtimeName: str, configText: str, agent=None,
                  settings: ChainSettings = ChainSettings(), trapPolicy: Optional[TrapPolicy] = None,
-                 limits: Limits = Limits(callDeadline=5.0)) -> None:
+                 limits: Limits = Limits(callDeadline=5.0), filtersPath: str = FILTERS) -> None:
         self.clock = task.Clock()
         self.runtime = getRuntime(runtimeName)
-        self.filters = discoverFilters(FILTERS)
+        self.filters = discoverFilters(filtersPath)
         self.config = loadConfigText(configText, "test.yml", self.filters)
         self.planner = ChainPlanner(self.runtime, self.filters, self.clock, agent, limits=limits,
                                     cacheDirectory=CACHE, settings=settings, trapPolicy=trapPolicy)

@@ -1,0 +1,37 @@
+;; A Proxy-Wasm ABI 0.1.0 guest without a version marker: 2-argument header
+;; callbacks, proxy_get_configuration, proxy_continue_request declared
+;; without a result, and an env import the host does not know.
+;; on_configure keeps the configuration; on_request_headers adds the request
+;; header "x-config: <configuration>" and calls proxy_continue_request.
+(module
+  (import "env" "proxy_get_configuration" (func $get_configuration (param i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_continue_request" (func $continue_request))
+  (import "env" "proxy_not_a_hostcall" (func $unknown (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (global $config_ptr (mut i32) (i32.const 0))
+  (global $config_len (mut i32) (i32.const 0))
+  (data (i32.const 16) "x-config")
+  (data (i32.const 32) "x-unknown")
+  (func (export "malloc") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param $root i32) (param $size i32) (result i32)
+    (drop (call $get_configuration (i32.const 64) (i32.const 68)))
+    (global.set $config_ptr (i32.load (i32.const 64)))
+    (global.set $config_len (i32.load (i32.const 68)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (result i32)
+    (drop (call $add_header (i32.const 0) (i32.const 16) (i32.const 8)
+                (global.get $config_ptr) (global.get $config_len)))
+    (if (i32.eq (call $unknown (i32.const 0)) (i32.const 12))
+      (then (drop (call $add_header (i32.const 0) (i32.const 32) (i32.const 9)
+                        (i32.const 16) (i32.const 1)))))
+    (call $continue_request)
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32) (result i32) (i32.const 0)))
