@@ -79,6 +79,7 @@ const ACTIONS: &[(&str, usize, usize)] = &[
     ("get_log_level", 0, 0),
     ("now", 0, 0),
     ("trap", 0, 1),
+    ("panic", 0, 1),
     ("loop", 0, 0),
     ("grow_memory", 1, 1),
     ("bad_pointer", 1, 1),
@@ -631,6 +632,10 @@ impl<'a> Run<'a> {
             "trap" => {
                 let message = if is_absent(args.get(0)) { String::from("hostcalls: trap") } else { show(arg(0)) };
                 trap(&message)
+            }
+            "panic" => {
+                let message = if is_absent(args.get(0)) { String::from("hostcalls: panic") } else { show(arg(0)) };
+                panic!("{}", message)
             }
             "loop" => {
                 let spin = 0u8;
