@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -50,10 +50,10 @@ class FakeProcess:
         self.ended = False
         protocol.makeConnection(self)
 
-    def signalProcess(self, name):
+    def signalProcess(self, signum):
         if self.ended:
-            raise OSError("process ended")
-        self.signals.append(name)
+            raise ProcessExitedAlready()
+        self.signals.append(signal.Signals(signum).name)
 
     def end(self, reason=None):
         """
@@ -209,32 +209,31 @@ class SupervisorTests(TestCase):
         """
         supervisor = self.supervisor(count=3)
         supervisor.reload()
-        self.assertEqual([p.signals for p in self.reactor.spawned], [["HUP"]] * 3)
+        self.assertEqual([p.signals for p in self.reactor.spawned], [["SIGHUP"]] * 3)
 
     def test_postedConfigReachesEveryWorker(self):
         """
         A posted configuration shared by one worker is signalled to every
-        worker (C{SIGUSR2}); workers started afterwards read it, until a
-        C{SIGHUP} makes the file win again.
+        worker (C{SIGUSR2}) and is in force for workers that start later,
+        until a C{SIGHUP} makes the file win again.
         """
         supervisor = self.supervisor(count=2)
+        self.assertFalse(workers.postedConfigActive(self.reactor.spawned[0].env))
         kills = []
         shared = workers.shareConfig("_format_version: '3.0'\n", self.reactor.spawned[0].env,
                                      kill=lambda pid, signum: kills.append((pid, signum)))
         self.assertTrue(shared)
         self.assertEqual(kills, [(os.getpid(), signal.SIGUSR2)])
-        self.assertEqual(workers.sharedConfigText(self.reactor.spawned[1].env), "_format_version: '3.0'\n")
         supervisor.sharePostedConfig()
-        self.assertEqual([p.signals for p in self.reactor.spawned], [["USR2"], ["USR2"]])
+        self.assertEqual([p.signals for p in self.reactor.spawned], [["SIGUSR2"], ["SIGUSR2"]])
         supervisor.workers[0].end()
         self.reactor.advance(1)
-        args = self.pluginArgs(self.reactor.spawned[-1])
-        self.assertEqual(args[args.index("--config") + 1], supervisor.sharedConfigPath)
+        restarted = self.reactor.spawned[-1].env
+        self.assertTrue(workers.postedConfigActive(restarted))
+        self.assertEqual(workers.sharedConfigText(restarted), "_format_version: '3.0'\n")
         supervisor.reload()
-        supervisor.workers[1].end()
-        self.reactor.advance(1)
-        args = self.pluginArgs(self.reactor.spawned[-1])
-        self.assertEqual(args[args.index("--config") + 1], "kong.yml")
+        self.assertFalse(workers.postedConfigActive(restarted))
+        self.assertEqual(self.pluginArgs(self.reactor.spawned[-1])[:2], ["--config", "kong.yml"])
 
     def test_shareConfigOutsideWorkers(self):
         """
@@ -252,11 +251,11 @@ class SupervisorTests(TestCase):
         supervisor = self.supervisor(count=2)
         first, second = self.reactor.spawned
         stopped = supervisor.stopService()
-        self.assertEqual((first.signals, second.signals), (["TERM"], ["TERM"]))
+        self.assertEqual((first.signals, second.signals), (["SIGTERM"], ["SIGTERM"]))
         first.end(ProcessDone(0))
         self.assertNoResult(stopped)
         self.reactor.advance(5)
-        self.assertEqual(second.signals, ["TERM", "KILL"])
+        self.assertEqual(second.signals, ["SIGTERM", "SIGKILL"])
         second.end()
         self.successResultOf(stopped)
         self.reactor.advance(60)
@@ -462,3 +461,95 @@ class RealWorkersTests(TestCase):
                 f"/proc/{pid}/status").read(), f"worker {pid} still running")
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", self.proxy), timeout=5).close()
+
+
+class TwistdWorkersTests(TestCase):
+    """
+    C{twistd -n twistgate --workers 2}: reloads reach every worker.
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        self.proxy, self.admin, echo = freePort(), freePort(), freePort()
+        self.config = os.path.abspath(self.mktemp())
+        self.text = textwrap.dedent(f"""\
+            _format_version: "3.0"
+            services:
+              - name: echo
+                url: http://127.0.0.1:{echo}
+                routes:
+                  - name: all
+                    paths: ["/"]
+                filter_chains:
+                  - filters:
+                      - name: greeting
+                        config:
+                          my_greeting: "from the file"
+            """)
+        with open(self.config, "w") as f:
+            f.write(self.text)
+        self.log = open(os.path.abspath(self.mktemp()), "wb")
+        self.addCleanup(self.log.close)
+        self.twistd = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()",
+             "-n", "--pidfile=", "twistgate", "--config", self.config, "--filters-path", "filters",
+             "--proxy-listen", f"tcp:{self.proxy}:interface=127.0.0.1",
+             "--admin-listen", f"tcp:{self.admin}:interface=127.0.0.1",
+             "--echo-listen", f"tcp:{echo}:interface=127.0.0.1", "--workers", "2"],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=self.log, stderr=subprocess.STDOUT)
+        self.addCleanup(self.kill)
+        RealWorkersTests.waitFor(self, lambda: len(children(self.twistd.pid)) == 2
+                                 and self.greetings(1) == ["from the file"], "two workers answering")
+
+    supervisor = property(lambda self: self.twistd)
+
+    def kill(self):
+        if self.twistd.poll() is None:
+            for pid in children(self.twistd.pid):
+                os.kill(pid, signal.SIGKILL)
+            self.twistd.kill()
+            self.twistd.wait()
+
+    def greetings(self, count):
+        """
+        The X-Greeting of C{count} requests, each on a new connection (so
+        both workers answer some).
+        """
+        found = []
+        for _ in range(count):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.proxy}/", timeout=10) as response:
+                    response.read()
+                    found.append(response.headers.get("x-greeting"))
+            except (urllib.error.URLError, OSError):
+                found.append(None)
+        return found
+
+    def test_reloadsReachEveryWorker(self):
+        """
+        A configuration posted to the admin API serves on every worker, also
+        on a worker restarted afterwards; SIGHUP makes every worker re-read
+        the file; SIGTERM stops them all and twistd exits 0.
+        """
+        posted = self.text.replace("from the file", "posted")
+        request = urllib.request.Request(f"http://127.0.0.1:{self.admin}/config", data=posted.encode(),
+                                         method="POST", headers={"Content-Type": "application/yaml"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            self.assertEqual(response.status, 201)
+        RealWorkersTests.waitFor(self, lambda: self.greetings(20) == ["posted"] * 20, "posted config everywhere")
+        first, second = children(self.twistd.pid)
+        os.kill(first, signal.SIGKILL)
+        RealWorkersTests.waitFor(self, lambda: len(set(children(self.twistd.pid)) - {first}) == 2,
+                                 "restarted worker")
+        RealWorkersTests.waitFor(self, lambda: self.greetings(20) == ["posted"] * 20,
+                                 "posted config on the restarted worker")
+        self.twistd.send_signal(signal.SIGHUP)
+        RealWorkersTests.waitFor(self, lambda: self.greetings(20) == ["from the file"] * 20,
+                                 "file config everywhere after SIGHUP")
+        workerPids = children(self.twistd.pid)
+        self.twistd.send_signal(signal.SIGTERM)
+        self.assertEqual(self.twistd.wait(30), 0)
+        for pid in workerPids:
+            self.assertFalse(os.path.exists(f"/proc/{pid}/status") and "zombie" not in open(
+                f"/proc/{pid}/status").read(), f"worker {pid} still running")

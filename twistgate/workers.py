@@ -24,8 +24,10 @@ re-read the configuration file. A configuration posted to one worker's admin
 API (C{POST /config}) is shared through a file: that worker calls
 L{shareConfig}, which writes the text to C{$TWISTGATE_SHARED_CONFIG} and sends
 C{SIGUSR2} to the supervisor; the supervisor forwards C{SIGUSR2} to every
-worker, which loads L{sharedConfigText}. Workers (re)started after that read
-the posted configuration, until the next C{SIGHUP} makes the file win again.
+worker, which loads L{sharedConfigText}. A worker that starts (or was still
+starting) after that loads the posted configuration once started
+(L{postedConfigActive}); C{SIGHUP} removes the shared file and makes the
+configuration file win again.
 
 Only L{twistgate.tap} and L{twistgate.service} touch the global reactor; this
 module receives it as a parameter.
@@ -42,7 +44,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.error import ProcessDone
+from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -255,29 +257,14 @@ def sharedConfigText(environ: Mapping[str, str] = os.environ) -> Optional[str]:
         return None
 
 
-def _replaceConfig(args: Sequence[str], path: str) -> List[str]:
+def postedConfigActive(environ: Mapping[str, str] = os.environ) -> bool:
     """
-    Plugin arguments with their C{--config} (C{-c}) value replaced by
-    C{path}; added when absent.
+    Whether a configuration posted to a worker is in force (shared since the
+    last C{SIGHUP}): a worker checks this once its C{SIGUSR2} handler is
+    installed, and loads L{sharedConfigText} instead of its file if so (it
+    may have started, or missed the signal while starting, after the post).
     """
-    replaced: List[str] = []
-    found = False
-    skipNext = False
-    for arg in args:
-        if skipNext:
-            skipNext = False
-            continue
-        if arg in ("--config", "-c"):
-            replaced += ["--config", path]
-            found = skipNext = True
-        elif arg.startswith("--config="):
-            replaced.append("--config=" + path)
-            found = True
-        else:
-            replaced.append(arg)
-    if not found:
-        replaced += ["--config", path]
-    return replaced
+    return sharedConfigText(environ) is not None
 
 
 class _WorkerProtocol(ProcessProtocol):
@@ -375,7 +362,6 @@ class WorkerSupervisor(Service):
         self._exitWaiters: Dict[int, List[Deferred]] = {}
         self._previousHandlers: Dict[int, object] = {}
         self._runtimeDir: Optional[str] = None
-        self._postedConfigWins = False
 
     def _socketsFor(self, index: int) -> List[socket.socket]:
         """
@@ -391,8 +377,6 @@ class WorkerSupervisor(Service):
         """
         sockets = self._socketsFor(index)
         args = list(self._pluginArgs)
-        if self._postedConfigWins:
-            args = _replaceConfig(args, self.sharedConfigPath)
         childFDs: Dict[int, object] = {0: "w", 1: 1, 2: 2}
         for offset, (listener, sock) in enumerate(zip(self.listeners, sockets)):
             args += [self.listenOption.format(name=listener.name), adoptedDescription(listener.name, sock)]
@@ -477,29 +461,32 @@ class WorkerSupervisor(Service):
     def reload(self) -> None:
         """
         Ask every running worker to re-read the configuration file
-        (C{SIGHUP}); workers started from now on read the file too.
+        (C{SIGHUP}); the posted configuration, if any, is forgotten.
         """
-        self._postedConfigWins = False
+        try:
+            os.remove(self.sharedConfigPath)
+        except FileNotFoundError:
+            pass
         self.log.info("reload: SIGHUP to {n} workers", n=len(self.workers))
         for transport in list(self.workers.values()):
-            self._signal(transport, "HUP")
+            self._signal(transport, signal.SIGHUP)
 
     def sharePostedConfig(self) -> None:
         """
         A worker shared a posted configuration (L{shareConfig}): ask every
-        worker to load it (C{SIGUSR2}); workers started from now on read it.
+        worker to load it (C{SIGUSR2}); workers started from now on load it
+        too (L{postedConfigActive}).
         """
-        self._postedConfigWins = True
         self.log.info("posted configuration: SIGUSR2 to {n} workers", n=len(self.workers))
         for transport in list(self.workers.values()):
-            self._signal(transport, "USR2")
+            self._signal(transport, signal.SIGUSR2)
 
-    def _signal(self, transport, name: str) -> None:
+    def _signal(self, transport, signum: int) -> None:
         try:
-            transport.signalProcess(name)
-        except Exception:
-            # The process ended between the lookup and the signal; its
-            # processEnded will follow.
+            transport.signalProcess(signum)
+        except ProcessExitedAlready:
+            # It ended between the lookup and the signal; its processEnded
+            # follows.
             pass
 
     def stopService(self) -> Deferred:
@@ -509,6 +496,10 @@ class WorkerSupervisor(Service):
         @return: a L{Deferred} that fires once every worker has exited.
         """
         Service.stopService(self)
+        if self.installSignalHandlers and getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            # A stop on SIGTERM is the graceful stop: exit 0, not re-raise
+            # the signal as twistd does for the exit status.
+            self.reactor._exitSignal = None
         for signum, previous in self._previousHandlers.items():
             signal.signal(signum, previous)
         self._previousHandlers.clear()
@@ -521,8 +512,8 @@ class WorkerSupervisor(Service):
             exited: Deferred = Deferred()
             self._exitWaiters.setdefault(index, []).append(exited)
             waits.append(exited)
-            self._signal(transport, "TERM")
-            killer = self.reactor.callLater(self.killTime, self._signal, transport, "KILL")
+            self._signal(transport, signal.SIGTERM)
+            killer = self.reactor.callLater(self.killTime, self._signal, transport, signal.SIGKILL)
             exited.addBoth(lambda result, killer=killer: killer.cancel() if killer.active() else None)
         if not waits:
             self._closeSockets()
