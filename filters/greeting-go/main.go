@@ -7,16 +7,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 
 	"twistgate/proxywasm"
 )
 
 const defaultGreeting = "Hello, World!"
-
-type config struct {
-	MyGreeting *string `json:"my_greeting"`
-}
 
 type greetingRoot struct {
 	proxywasm.DefaultRootContext
@@ -29,20 +26,35 @@ func (r *greetingRoot) OnConfigure(size int) bool {
 		proxywasm.Log(proxywasm.LogError, "greeting-go: reading configuration: "+err.Error())
 		return false
 	}
-	r.greeting = defaultGreeting
 	if len(bytes.TrimSpace(data)) == 0 {
+		r.greeting = defaultGreeting
 		return true
 	}
-	var conf config
-	if err := json.Unmarshal(data, &conf); err != nil {
-		proxywasm.Log(proxywasm.LogError, "greeting-go: invalid configuration: "+err.Error())
+	greeting, err := greetingFrom(data)
+	if err != nil {
+		proxywasm.Log(proxywasm.LogError, "greeting-go: "+err.Error())
 		return false
 	}
-	if conf.MyGreeting != nil {
-		r.greeting = *conf.MyGreeting
-	}
+	r.greeting = greeting
 	proxywasm.Log(proxywasm.LogInfo, "greeting-go: configured with "+strconv.Quote(r.greeting))
 	return true
+}
+
+// greetingFrom reads my_greeting from a JSON object; an error says what is wrong.
+func greetingFrom(data []byte) (string, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
+		return "", errors.New("configuration must be a JSON object: " + string(data))
+	}
+	raw, ok := fields["my_greeting"]
+	if !ok {
+		return defaultGreeting, nil
+	}
+	var greeting string
+	if err := json.Unmarshal(raw, &greeting); err != nil || bytes.Equal(raw, []byte("null")) {
+		return "", errors.New("my_greeting must be a string, not " + string(raw))
+	}
+	return greeting, nil
 }
 
 func (r *greetingRoot) NewHTTPContext(uint32) proxywasm.HTTPContext {

@@ -1,73 +1,69 @@
-// Command rate-limiting-go is Kong's rate-limiting plugin (local policy) as a
-// Proxy-Wasm filter in Go.
+// Command rate-limiting-go is Kong's rate-limiting plugin (policy local) as a
+// Proxy-Wasm filter in Go; it behaves as filters/rate-limiting (Rust) does.
 //
-// Configuration: {"second": N, "minute": N, "hour": N, "day": N}, at least one.
-// Counters live in shared data under
-// "ratelimit:<plugin_root_id or plugin_name>:<window>:<window start, unix seconds>"
-// as decimal text, updated with compare-and-swap and retried on CAS_MISMATCH.
-// Responses carry X-RateLimit-Limit-<Window>, X-RateLimit-Remaining-<Window>,
-// RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset; a request over a
-// limit gets 429 {"message":"API rate limit exceeded"} with Retry-After and is
-// not counted. A one-second tick deletes the counters of finished windows.
+// Configuration (JSON object): limits per second, minute, hour, day, month,
+// year (numbers > 0, at least one, none lower than a shorter period's);
+// limit_by (ip by default, header with header_name, path with path,
+// service); policy (local); fault_tolerant; hide_client_headers; error_code
+// (429); error_message ("API rate limit exceeded").
+//
+// Counters live in shared data, one key per scope, identifier, period and
+// window start, holding the count in decimal:
+// "rl:<config hash>:<route id>:<service id>:<identifier>:<period>:<window start>".
+// They are read in on_request_headers; when a limit is reached the request
+// gets error_code with {"message":"<error_message>"} and Retry-After;
+// otherwise every counter is incremented with CAS (retried on CAS_MISMATCH)
+// and the response gets X-RateLimit-Limit-<Period>,
+// X-RateLimit-Remaining-<Period>, RateLimit-Limit, RateLimit-Remaining and
+// RateLimit-Reset as Kong 3.4 sends them. Time comes from
+// proxy_get_current_time_nanoseconds. A tick every second deletes the
+// counters of windows that have ended and logs the usage at DEBUG.
 package main
 
 import (
+	"fmt"
 	"strconv"
+	"strings"
 
 	"twistgate/proxywasm"
 )
 
 const (
-	filterName    = "rate-limiting-go"
-	tickPeriodMs  = 1000
-	casRetries    = 32
-	exceededBody  = `{"message":"API rate limit exceeded"}`
-	exceededCType = "application/json; charset=utf-8"
+	filterName   = "rate-limiting-go"
+	tickPeriodMs = 1000
+	casAttempts  = 32
 )
 
 type rateLimitRoot struct {
 	proxywasm.DefaultRootContext
-	limits     []limit
-	keyPrefix  string
-	ticking    bool
-	liveCounts map[string]int64 // counter key -> window end (unix seconds)
+	config  *config
+	ticking bool
+	// tracked holds the counter keys this instance wrote, with the second
+	// their window ends.
+	tracked map[string]int64
 }
 
 func (r *rateLimitRoot) OnConfigure(size int) bool {
-	data, err := proxywasm.PluginConfiguration(size)
+	text, err := proxywasm.PluginConfiguration(size)
 	if err != nil {
 		proxywasm.Log(proxywasm.LogError, filterName+": reading configuration: "+err.Error())
 		return false
 	}
-	limits, err := parseConfig(data)
+	conf, err := parseConfig(text)
 	if err != nil {
-		proxywasm.Log(proxywasm.LogError, filterName+": "+err.Error())
+		proxywasm.Log(proxywasm.LogError, filterName+": invalid configuration: "+err.Error())
 		return false
 	}
-	r.limits = limits
-	r.keyPrefix = "ratelimit:" + rootName() + ":"
+	described := make([]string, len(conf.limits))
+	for i, l := range conf.limits {
+		described[i] = l.name + "=" + numberText(l.max)
+	}
+	proxywasm.Log(proxywasm.LogInfo, filterName+": configured with "+strings.Join(described, ", "))
+	r.config = conf
 	if !r.ticking {
-		if err := proxywasm.SetTickPeriod(tickPeriodMs); err != nil {
-			proxywasm.Log(proxywasm.LogWarn, filterName+": no tick, expired counters stay: "+err.Error())
-		}
-		r.ticking = true
+		r.ticking = proxywasm.SetTickPeriod(tickPeriodMs) == nil
 	}
 	return true
-}
-
-// rootName names this filter entry in counter keys: the plugin root id, else
-// the plugin name, else the filter's own name.
-func rootName() string {
-	for _, property := range []string{"plugin_root_id", "plugin_name"} {
-		if value, err := proxywasm.Property(property); err == nil && len(value) > 0 {
-			return string(value)
-		}
-	}
-	return filterName
-}
-
-func (r *rateLimitRoot) key(w window, start int64) string {
-	return r.keyPrefix + w.name + ":" + strconv.FormatInt(start, 10)
 }
 
 // OnTick deletes the counters of windows that have ended.
@@ -76,38 +72,86 @@ func (r *rateLimitRoot) OnTick() {
 	if err != nil {
 		return
 	}
-	pruned := 0
-	for key, end := range r.liveCounts {
-		if end > now {
+	removed := 0
+	for key, ends := range r.tracked {
+		if ends > now {
 			continue
 		}
-		delete(r.liveCounts, key)
-		if _, cas, err := proxywasm.SharedData(key); err == nil {
-			if proxywasm.DeleteSharedData(key, cas) == nil {
-				pruned++
-			}
+		if _, cas, err := readCounter(key); err == nil && cas != 0 {
+			proxywasm.DeleteSharedData(key, cas)
 		}
+		delete(r.tracked, key)
+		removed++
 	}
-	if pruned > 0 {
-		proxywasm.Log(proxywasm.LogDebug, filterName+": pruned "+strconv.Itoa(pruned)+" expired counters")
-	}
+	proxywasm.Log(proxywasm.LogDebug, fmt.Sprintf("%s: %d live counters, %d expired removed",
+		filterName, len(r.tracked), removed))
 }
 
 func (r *rateLimitRoot) NewHTTPContext(uint32) proxywasm.HTTPContext {
-	return &rateLimit{root: r}
+	if r.config == nil {
+		return nil
+	}
+	if r.tracked == nil {
+		r.tracked = map[string]int64{}
+	}
+	return &rateLimit{config: r.config, tracked: r.tracked}
 }
 
 func nowSeconds() (int64, error) {
 	nanos, err := proxywasm.CurrentTimeNanoseconds()
-	if err != nil {
-		proxywasm.Log(proxywasm.LogError, filterName+": reading the clock: "+err.Error())
-		return 0, err
-	}
-	return nanos / 1e9, nil
+	return nanos / 1e9, err
 }
 
-// readCount returns a counter's value and CAS (0, 0 when absent).
-func readCount(key string) (int64, uint32, error) {
+// propertyText reads a property as text ("" when absent or empty).
+func propertyText(path ...string) string {
+	value, err := proxywasm.Property(path...)
+	if err != nil {
+		return ""
+	}
+	return string(value)
+}
+
+// clientAddress is Kong's ngx.remote_addr, else Envoy's source.address
+// without its port.
+func clientAddress() string {
+	if address := propertyText("ngx", "remote_addr"); address != "" {
+		return address
+	}
+	address := propertyText("source", "address")
+	switch {
+	case address == "":
+		return "unknown"
+	case strings.HasPrefix(address, "["):
+		host, _, _ := strings.Cut(address[1:], "]")
+		return host
+	case strings.Count(address, ":") == 1:
+		host, _, _ := strings.Cut(address, ":")
+		return host
+	}
+	return address
+}
+
+// identifier is what this request's counters count for.
+func identifier(by limitBy) string {
+	switch by.kind {
+	case "service":
+		return propertyText("kong", "service_id")
+	case "header":
+		if value, err := proxywasm.HeaderValue(proxywasm.MapRequestHeaders, by.header); err == nil && value != "" {
+			return value
+		}
+	case "path":
+		if requested, err := proxywasm.HeaderValue(proxywasm.MapRequestHeaders, ":path"); err == nil {
+			if path, _, _ := strings.Cut(requested, "?"); path == by.path {
+				return by.path
+			}
+		}
+	}
+	return clientAddress()
+}
+
+// readCounter returns a counter and its CAS; (0, 0) when absent.
+func readCounter(key string) (float64, uint32, error) {
 	value, cas, err := proxywasm.SharedData(key)
 	if err == proxywasm.StatusNotFound {
 		return 0, 0, nil
@@ -115,129 +159,154 @@ func readCount(key string) (int64, uint32, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	if len(value) == 0 {
-		return 0, cas, nil
-	}
-	count, err := strconv.ParseInt(string(value), 10, 64)
-	if err != nil {
-		return 0, cas, nil
+	count, parseErr := strconv.ParseFloat(string(value), 64)
+	if parseErr != nil {
+		count = 0
 	}
 	return count, cas, nil
 }
 
-// increment adds one to a counter, retrying while another writer wins.
-func increment(key string) error {
-	var err error
-	for attempt := 0; attempt < casRetries; attempt++ {
-		var count int64
-		var cas uint32
-		count, cas, err = readCount(key)
-		if err != nil {
-			return err
+// incrementCounter adds one with CAS, re-reading and retrying on
+// CAS_MISMATCH; it returns the new count.
+func incrementCounter(key string, current float64, cas uint32) (float64, error) {
+	for attempt := 0; attempt < casAttempts; attempt++ {
+		next := current + 1
+		err := proxywasm.SetSharedData(key, []byte(numberText(next)), cas)
+		if err == nil {
+			return next, nil
 		}
-		err = proxywasm.SetSharedData(key, []byte(strconv.FormatInt(count+1, 10)), cas)
 		if err != proxywasm.StatusCasMismatch {
-			return err
+			return 0, err
+		}
+		if current, cas, err = readCounter(key); err != nil {
+			return 0, err
 		}
 	}
-	return err
+	return 0, proxywasm.StatusCasMismatch
 }
 
 type rateLimit struct {
 	proxywasm.DefaultHTTPContext
-	root          *rateLimitRoot
-	headers       []proxywasm.Header
-	localResponse bool
+	config  *config
+	tracked map[string]int64
+	// headers for the response, decided in OnRequestHeaders.
+	headers []proxywasm.Header
+	// answered is set when this filter answered the request itself.
+	answered bool
 }
 
-// usage is one window's state for the current request.
+// usage is one period's state for this request.
 type usage struct {
 	limit
-	start     int64
-	remaining int64
+	key   string
+	count float64
+	cas   uint32
+	start int64 // start of the current window
+}
+
+func (c *rateLimit) usages(now int64) ([]usage, error) {
+	route := propertyText("kong", "route_id")
+	service := propertyText("kong", "service_id")
+	who := identifier(c.config.limitBy)
+	usages := make([]usage, 0, len(c.config.limits))
+	for _, l := range c.config.limits {
+		start := l.windowStart(now)
+		key := fmt.Sprintf("rl:%016x:%s:%s:%s:%s:%d", c.config.scope, route, service, who, l.name, start)
+		count, cas, err := readCounter(key)
+		if err != nil {
+			return nil, err
+		}
+		usages = append(usages, usage{l, key, count, cas, start})
+	}
+	return usages, nil
+}
+
+func (c *rateLimit) answer(status uint32, message string, headers []proxywasm.Header) proxywasm.Action {
+	body := `{"message":` + jsonQuote(message) + `}`
+	headers = append(headers, proxywasm.Header{Name: "Content-Type", Value: "application/json; charset=utf-8"})
+	if err := proxywasm.SendLocalResponse(status, "", headers, []byte(body)); err != nil {
+		proxywasm.Log(proxywasm.LogError, filterName+": local response failed: "+err.Error())
+	}
+	c.answered = true
+	return proxywasm.ActionPause
+}
+
+func (c *rateLimit) fail(err error) proxywasm.Action {
+	proxywasm.Log(proxywasm.LogError, filterName+": shared data failed: "+err.Error())
+	if c.config.faultTolerant {
+		return proxywasm.ActionContinue
+	}
+	return c.answer(500, "An unexpected error occurred", nil)
 }
 
 func (c *rateLimit) OnRequestHeaders(int, bool) proxywasm.Action {
-	root := c.root
 	now, err := nowSeconds()
 	if err != nil {
-		return proxywasm.ActionContinue
+		return c.fail(err)
 	}
-	usages := make([]usage, len(root.limits))
+	usages, err := c.usages(now)
+	if err != nil {
+		return c.fail(err)
+	}
 	stop := -1
-	for i, l := range root.limits {
-		start := now - now%l.seconds
-		count, _, err := readCount(root.key(l.window, start))
-		if err != nil {
-			proxywasm.Log(proxywasm.LogError, filterName+": reading counter: "+err.Error())
-		}
-		usages[i] = usage{l, start, l.max - count}
-		if usages[i].remaining <= 0 {
+	for i := len(usages) - 1; i >= 0 && stop < 0; i-- {
+		if usages[i].max-usages[i].count <= 0 {
 			stop = i
 		}
 	}
-	var reset int64
-	c.headers, reset = clientHeaders(usages, stop, now)
-	if stop >= 0 {
-		headers := append(c.headers,
-			proxywasm.Header{Name: "Retry-After", Value: strconv.FormatInt(reset, 10)},
-			proxywasm.Header{Name: "Content-Type", Value: exceededCType})
-		if err := proxywasm.SendLocalResponse(429, "Too Many Requests", headers, []byte(exceededBody)); err != nil {
-			proxywasm.Log(proxywasm.LogError, filterName+": sending 429: "+err.Error())
-			return proxywasm.ActionContinue
+	if stop < 0 {
+		for i := range usages {
+			u := &usages[i]
+			count, err := incrementCounter(u.key, u.count, u.cas)
+			if err != nil {
+				return c.fail(err)
+			}
+			u.count = count - 1
+			c.tracked[u.key] = u.windowEnd(u.start)
 		}
-		c.localResponse = true
-		return proxywasm.ActionPause
 	}
-	if root.liveCounts == nil {
-		root.liveCounts = map[string]int64{}
-	}
-	for _, u := range usages {
-		key := root.key(u.window, u.start)
-		if err := increment(key); err != nil {
-			proxywasm.Log(proxywasm.LogError, filterName+": updating "+key+": "+err.Error())
-		}
-		root.liveCounts[key] = u.start + u.seconds
-	}
-	return proxywasm.ActionContinue
-}
 
-// clientHeaders builds Kong's rate-limit headers and the seconds until the
-// most constraining window resets. The window that stopped the request (or
-// every window, when none did) counts this request in its remaining value.
-func clientHeaders(usages []usage, stop int, now int64) ([]proxywasm.Header, int64) {
-	headers := make([]proxywasm.Header, 0, 2*len(usages)+3)
-	var chosen *usage
-	var chosenRemaining, reset int64
-	for i := range usages {
-		u := &usages[i]
-		remaining := u.remaining
+	var headers []proxywasm.Header
+	chosen := -1
+	var chosenRemaining float64
+	for i, u := range usages {
+		remaining := u.max - u.count
 		if stop < 0 || stop == i {
 			remaining--
 		}
 		if remaining < 0 {
 			remaining = 0
 		}
-		if chosen == nil || remaining < chosenRemaining || (remaining == chosenRemaining && u.seconds > chosen.seconds) {
-			chosen, chosenRemaining = u, remaining
-			reset = u.seconds - (now - u.start)
-			if reset < 1 {
-				reset = 1
-			}
+		if chosen < 0 || remaining < chosenRemaining ||
+			(remaining == chosenRemaining && u.seconds > usages[chosen].seconds) {
+			chosen, chosenRemaining = i, remaining
 		}
 		headers = append(headers,
-			proxywasm.Header{Name: "X-RateLimit-Limit-" + u.title, Value: strconv.FormatInt(u.max, 10)},
-			proxywasm.Header{Name: "X-RateLimit-Remaining-" + u.title, Value: strconv.FormatInt(remaining, 10)})
+			proxywasm.Header{Name: "X-RateLimit-Limit-" + u.title, Value: numberText(u.max)},
+			proxywasm.Header{Name: "X-RateLimit-Remaining-" + u.title, Value: numberText(remaining)})
+	}
+	best := usages[chosen]
+	reset := best.seconds - (now - best.start)
+	if reset < 1 {
+		reset = 1
 	}
 	headers = append(headers,
-		proxywasm.Header{Name: "RateLimit-Limit", Value: strconv.FormatInt(chosen.max, 10)},
-		proxywasm.Header{Name: "RateLimit-Remaining", Value: strconv.FormatInt(chosenRemaining, 10)},
+		proxywasm.Header{Name: "RateLimit-Limit", Value: numberText(best.max)},
+		proxywasm.Header{Name: "RateLimit-Remaining", Value: numberText(chosenRemaining)},
 		proxywasm.Header{Name: "RateLimit-Reset", Value: strconv.FormatInt(reset, 10)})
-	return headers, reset
+	if c.config.hideClientHeaders {
+		headers = nil
+	}
+	if stop >= 0 {
+		headers = append(headers, proxywasm.Header{Name: "Retry-After", Value: strconv.FormatInt(reset, 10)})
+		return c.answer(c.config.errorCode, c.config.errorMessage, headers)
+	}
+	c.headers = headers
+	return proxywasm.ActionContinue
 }
 
 func (c *rateLimit) OnResponseHeaders(int, bool) proxywasm.Action {
-	if c.localResponse {
+	if c.answered {
 		return proxywasm.ActionContinue
 	}
 	for _, h := range c.headers {
@@ -246,6 +315,32 @@ func (c *rateLimit) OnResponseHeaders(int, bool) proxywasm.Action {
 		}
 	}
 	return proxywasm.ActionContinue
+}
+
+// jsonQuote is a JSON string literal for text.
+func jsonQuote(text string) string {
+	var out strings.Builder
+	out.WriteByte('"')
+	for _, r := range text {
+		switch {
+		case r == '"':
+			out.WriteString(`\"`)
+		case r == '\\':
+			out.WriteString(`\\`)
+		case r == '\n':
+			out.WriteString(`\n`)
+		case r == '\r':
+			out.WriteString(`\r`)
+		case r == '\t':
+			out.WriteString(`\t`)
+		case r < 0x20:
+			fmt.Fprintf(&out, `\u%04x`, r)
+		default:
+			out.WriteRune(r)
+		}
+	}
+	out.WriteByte('"')
+	return out.String()
 }
 
 func init() {
