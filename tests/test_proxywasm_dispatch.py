@@ -80,6 +80,20 @@ class DispatchMixin(RuntimeMixin):
         self.assertEqual(items[3:6], ["get_header call_response=200", "get_body call_response=echo GET /echo/1",
                                       "get_header call_response=status:1"])
 
+    def test_neverReentered(self):
+        """
+        A response that arrives while the guest is still running (the
+        in-memory agent answers at once) is delivered after the running
+        call returned, never inside it.
+        """
+        logs = LogCapture(self)
+        harness = self.harness(routeConfig(hostcalls(
+            "request_headers dispatch call.test GET /echo; request_headers log info order:after-dispatch;"
+            " request_headers return pause; http_call_response log info order:callback")))
+        self.successResultOf(harness.request())
+        order = [m.split("order:")[1] for m in logs.messages("twistgate.filter") if "order:" in m]
+        self.assertEqual(order, ["after-dispatch", "callback"])
+
     def test_upstreamWaitsForCall(self):
         """
         While the call is pending the request is paused.
