@@ -6,6 +6,7 @@ their backoff, signals, stop) are tested over a fake process reactor on a
 L{Clock}; a few end-to-end tests run real gateway workers on real sockets.
 """
 
+import http.client
 import json
 import os
 import signal
@@ -526,6 +527,31 @@ class TwistdWorkersTests(TestCase):
                 found.append(None)
         return found
 
+    def configsByWorker(self, timeout=60):
+        """
+        The configuration text each running worker serves, by worker pid:
+        asked from the admin API over new connections until every worker
+        has answered (C{GET /} names the worker, C{GET /config} on the same
+        connection gives its configuration).
+        """
+        deadline = time.monotonic() + timeout
+        found = {}
+        while time.monotonic() < deadline:
+            pids = set(children(self.twistd.pid))
+            if pids and pids <= set(found):
+                return {pid: found[pid] for pid in pids}
+            connection = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=10)
+            try:
+                connection.request("GET", "/")
+                pid = json.loads(connection.getresponse().read())["pids"]["master"]
+                connection.request("GET", "/config")
+                found[pid] = connection.getresponse().read().decode("utf-8")
+            except (OSError, ValueError, http.client.HTTPException):
+                time.sleep(0.1)
+            finally:
+                connection.close()
+        self.fail(f"not every worker answered within {timeout}s: {sorted(found)} of {children(self.twistd.pid)}")
+
     def test_reloadsReachEveryWorker(self):
         """
         A configuration posted to the admin API serves on every worker, also
@@ -537,16 +563,18 @@ class TwistdWorkersTests(TestCase):
                                          method="POST", headers={"Content-Type": "application/yaml"})
         with urllib.request.urlopen(request, timeout=30) as response:
             self.assertEqual(response.status, 201)
-        RealWorkersTests.waitFor(self, lambda: self.greetings(20) == ["posted"] * 20, "posted config everywhere")
+        RealWorkersTests.waitFor(self, lambda: set(self.configsByWorker().values()) == {posted},
+                                 "posted config on every worker")
+        self.assertEqual(self.greetings(10), ["posted"] * 10)
         first, second = children(self.twistd.pid)
         os.kill(first, signal.SIGKILL)
         RealWorkersTests.waitFor(self, lambda: len(set(children(self.twistd.pid)) - {first}) == 2,
                                  "restarted worker")
-        RealWorkersTests.waitFor(self, lambda: self.greetings(20) == ["posted"] * 20,
-                                 "posted config on the restarted worker")
+        self.assertEqual(list(self.configsByWorker().values()), [posted, posted])
         self.twistd.send_signal(signal.SIGHUP)
-        RealWorkersTests.waitFor(self, lambda: self.greetings(20) == ["from the file"] * 20,
-                                 "file config everywhere after SIGHUP")
+        RealWorkersTests.waitFor(self, lambda: set(self.configsByWorker().values()) == {self.text},
+                                 "file config on every worker after SIGHUP")
+        self.assertEqual(self.greetings(10), ["from the file"] * 10)
         workerPids = children(self.twistd.pid)
         self.twistd.send_signal(signal.SIGTERM)
         self.assertEqual(self.twistd.wait(30), 0)
