@@ -33,6 +33,15 @@ class BuffersMixin(RuntimeMixin):
         self.respond(harness, method=b"POST", body=b"hello body")
         self.assertEqual(harness.upstream.seenBodies[0], b"HELLO body")
 
+    def test_requestBodySetInHeaders(self):
+        """
+        A body change made in on_request_headers, before the body was read,
+        applies to the body once read.
+        """
+        harness = self.harness(routeConfig(hostcalls("request_headers set_body request 0 0 >")))
+        self.respond(harness, method=b"POST", body=b"body")
+        self.assertEqual(harness.upstream.seenBodies[0], b">body")
+
     def test_requestBodyPrependAppend(self):
         """
         C{(start 0, size 0)} prepends; a start past the end appends.

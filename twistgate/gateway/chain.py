@@ -19,6 +19,7 @@ from twistgate.config.filters import FilterFile
 from twistgate.gateway.exchange import IChainRun, LocalResponse
 from twistgate.gateway.filters import FilterRegistry, UnknownFilter
 from twistgate.proxywasm.constants import Action
+from twistgate.proxywasm.contexts import spliceBody
 from twistgate.proxywasm.metrics import MetricStore
 from twistgate.proxywasm.shared import InMemorySharedData, InMemorySharedQueues
 from twistgate.proxywasm.vm import HostEnvironment, ProxyWasmVM, TrapPolicy, VMStartError
@@ -263,7 +264,8 @@ class ChainRun:
         self._requestStopped = False
         self._failed = False
         self._finished = False
-        self._contextsCreated = False
+        self._bodySeen = False
+        self._bodyEdits: List[Tuple[int, int, bytes]] = []
 
     # What stream contexts tell the run.
 
@@ -277,6 +279,19 @@ class ChainRun:
             return False
         self.exchange.localResponse = LocalResponse(status, body, headers, reason or None)
         return True
+
+    def requestBodyPending(self) -> bool:
+        """
+        @return: whether the request body is still to be read (a filter's
+            change to it in C{on_request_headers} is applied once it is).
+        """
+        return self.phase == "request" and self.wantsRequestBody and not self._bodySeen
+
+    def editRequestBody(self, start: int, size: int, data: bytes) -> None:
+        """
+        Record a change to the request body, applied when it is read.
+        """
+        self._bodyEdits.append((start, size, data))
 
     def closeStream(self, context, kind) -> None:
         """
@@ -455,6 +470,10 @@ class ChainRun:
 
     async def _requestBody(self) -> None:
         self.phase = "request"
+        self._bodySeen = True
+        edits, self._bodyEdits = self._bodyEdits, []
+        for start, size, data in edits:
+            self.exchange.requestBody = spliceBody(self.exchange.requestBody or b"", start, size, data)
         if not self.exchange.requestBody:
             return
         await self._requestStep(

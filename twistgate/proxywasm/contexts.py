@@ -12,6 +12,14 @@ from twistgate.proxywasm.constants import BufferType, MapType, Status, StreamTyp
 from twistgate.proxywasm.maps import HeaderMap, RequestHeaderMap, ResponseHeaderMap
 
 
+def spliceBody(body: bytes, start: int, size: int, data: bytes) -> bytes:
+    """
+    Replace C{size} bytes of C{body} at C{start} with C{data} (clipped to
+    the body: a start past the end appends).
+    """
+    return body[:start] + data + body[start + size:]
+
+
 class RootContext:
     """
     The root context of one filter entry in one VM.
@@ -111,7 +119,9 @@ class StreamContext:
     @ivar run: the chain run that owns it: C{run.setLocalResponse(context,
         status, reason, body, headers) -> bool} stores a local response (false
         once the response started), C{run.closeStream(context, kind)} ends
-        the request.
+        the request, C{run.requestBodyPending()} says whether the request
+        body is still to be read and C{run.editRequestBody(start, size,
+        data)} records a change to apply to it once read.
     @ivar responseBody: the response body bytes the filter sees in
         C{on_response_body} (the current chunk, or what is buffered), else
         L{None}.
@@ -161,13 +171,14 @@ class StreamContext:
         @return: a L{Status}.
         """
         if kind == BufferType.HTTP_REQUEST_BODY:
-            current = self.exchange.requestBody or b""
-            self.exchange.requestBody = current[:start] + data + current[start + size:]
+            if self.exchange.requestBody is None and self.run.requestBodyPending():
+                self.run.editRequestBody(start, size, data)
+                return Status.OK
+            self.exchange.requestBody = spliceBody(self.exchange.requestBody or b"", start, size, data)
             return Status.OK
         if self.responseBody is None:
             return Status.NOT_FOUND
-        current = self.responseBody
-        self.responseBody = current[:start] + data + current[start + size:]
+        self.responseBody = spliceBody(self.responseBody, start, size, data)
         return Status.OK
 
     def sendLocalResponse(self, status: int, reason: bytes, body: bytes, headers) -> int:
