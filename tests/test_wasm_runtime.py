@@ -169,6 +169,22 @@ class RuntimeConformanceMixin:
         self.assertEqual(instance.readMemory(200, 4), bytes.fromhex("bebafeca"))
         self.assertEqual(instance.readMemory(PAGE, 0), b"")
 
+    def test_memoryAfterGrow(self):
+        """
+        After the guest grows its memory, the host reaches the new pages and
+        still sees the old ones.
+        """
+        instance = self.instantiate()
+        instance.writeMemory(8, b"kept")
+        self.assertRaises(GuestMemoryError, instance.readMemory, 2 * PAGE, 4)
+        self.assertEqual(instance.call("grow", 2), 1)
+        self.assertEqual(instance.memorySize(), 3 * PAGE)
+        instance.writeMemory(2 * PAGE + 12, b"\x2a\0\0\0")
+        self.assertEqual(instance.call("load_u32", 2 * PAGE + 12), 42)
+        instance.call("store_u32", 3 * PAGE - 4, 7)
+        self.assertEqual(instance.readMemory(3 * PAGE - 4, 4), b"\x07\0\0\0")
+        self.assertEqual(instance.readMemory(8, 4), b"kept")
+
     def test_guestMemoryTypedAccess(self):
         """
         L{GuestMemory} reads and writes little-endian u32 and u64 values at

@@ -13,6 +13,7 @@ from twistgate.wasm.interfaces import (
     WasmLinkError,
     WasmTrap,
 )
+from twistgate.wasm.memory import checkBounds
 
 WASM_MAGIC = b"\0asm"
 
@@ -113,3 +114,54 @@ def hostFailure(hostFunction: HostFunction, error: BaseException) -> WasmTrap:
     )
     trap.__cause__ = error
     return trap
+
+
+class MemoryWindow:
+    """
+    Bounds-checked access to a linear memory through a cached
+    L{memoryview}.
+
+    The view is reopened only when an access falls past its end, which
+    happens after the guest grew its memory. This relies on the runtime never
+    moving a memory's base address (wasmtime with C{memory_may_move}
+    disabled; wasmer's static 4 GiB reservations for 32-bit memories), so a
+    view stays valid for as long as the memory is not grown.
+    """
+
+    def __init__(self, openView: Callable[[], memoryview]) -> None:
+        """
+        @param openView: returns a writable byte view of the whole memory as
+            it is now.
+        """
+        self._openView = openView
+        self._view = memoryview(bytearray())
+        self._size = 0
+
+    def _reopen(self, offset: int, length: int) -> memoryview:
+        self._view = self._openView()
+        self._size = len(self._view)
+        checkBounds(offset, length, self._size)
+        return self._view
+
+    def read(self, offset: int, length: int) -> bytes:
+        """
+        @return: C{length} bytes at C{offset}.
+        @raise GuestMemoryError: if the range is out of bounds.
+        """
+        view = self._view
+        end = offset + length
+        if offset < 0 or length < 0 or end > self._size:
+            view = self._reopen(offset, length)
+        return view[offset:end].tobytes()
+
+    def write(self, offset: int, data: bytes) -> None:
+        """
+        Write C{data} at C{offset}.
+
+        @raise GuestMemoryError: if the range is out of bounds.
+        """
+        view = self._view
+        end = offset + len(data)
+        if offset < 0 or end > self._size:
+            view = self._reopen(offset, len(data))
+        view[offset:end] = data

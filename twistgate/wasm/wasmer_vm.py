@@ -36,8 +36,13 @@ from twistgate.wasm.interfaces import (
     WasmLinkError,
     WasmTrap,
 )
-from twistgate.wasm.memory import checkBounds
-from twistgate.wasm.support import firstLine, hostFailure, moduleBinary, resolveImports
+from twistgate.wasm.support import (
+    MemoryWindow,
+    firstLine,
+    hostFailure,
+    moduleBinary,
+    resolveImports,
+)
 
 _VALUE_TYPES = {
     "i32": wasmer.Type.I32,
@@ -196,8 +201,7 @@ class WasmerInstance:
                 "instantiation failed: initial memory of {} bytes exceeds the cap of {} "
                 "bytes".format(self.memorySize(), limits.maxMemoryBytes)
             )
-        self._view = memoryview(b"")
-        self._viewSize = 0
+        self._window = MemoryWindow(self._openMemoryView)
         self._native = native
         self._callables: Dict[str, Callable[..., Optional[int]]] = {}
 
@@ -260,22 +264,13 @@ class WasmerInstance:
     def memorySize(self):
         return 0 if self._memory is None else self._memory.data_size
 
-    def _currentView(self) -> memoryview:
-        """
-        @return: a view of the whole memory, renewed when the memory grew.
-        """
-        size = self.memorySize()
-        if size != self._viewSize:
-            self._view = memoryview(self._memory.buffer)
-            self._viewSize = size
-        return self._view
+    def _openMemoryView(self) -> memoryview:
+        if self._memory is None:
+            return memoryview(bytearray())
+        return memoryview(self._memory.buffer)
 
     def readMemory(self, offset, length):
-        view = self._currentView()
-        checkBounds(offset, length, self._viewSize)
-        return view[offset : offset + length].tobytes()
+        return self._window.read(offset, length)
 
     def writeMemory(self, offset, data):
-        view = self._currentView()
-        checkBounds(offset, len(data), self._viewSize)
-        view[offset : offset + len(data)] = data
+        self._window.write(offset, data)

@@ -40,8 +40,13 @@ from twistgate.wasm.interfaces import (
     WasmLinkError,
     WasmTrap,
 )
-from twistgate.wasm.memory import checkBounds
-from twistgate.wasm.support import firstLine, hostFailure, moduleBinary, resolveImports
+from twistgate.wasm.support import (
+    MemoryWindow,
+    firstLine,
+    hostFailure,
+    moduleBinary,
+    resolveImports,
+)
 
 EPOCH_INTERVAL = 0.005
 _NO_DEADLINE_TICKS = 2**53
@@ -198,9 +203,10 @@ class WasmtimeRuntime:
     def __init__(self) -> None:
         config = wasmtime.Config()
         config.epoch_interruption = True
+        config.memory_may_move = False
         self.engine = wasmtime.Engine(config)
         self.version = importlib.metadata.version("wasmtime")
-        self.cacheVersion = "{}+epoch".format(self.version)
+        self.cacheVersion = "{}+epoch+fixed-memory".format(self.version)
         self.ticker = _EpochTicker(self.engine, EPOCH_INTERVAL)
 
     def compile(self, source, cacheDirectory=None):
@@ -311,6 +317,7 @@ class WasmtimeInstance:
             elif desc.kind == "memory" and (self._memory is None or desc.name == "memory"):
                 self._memory = exports[desc.name]._memory
         self._memoryAddress = ctypes.addressof(self._memory) if self._memory else None
+        self._window = MemoryWindow(self._openMemoryView)
         self._callables: Dict[str, Callable[..., Optional[int]]] = {}
 
     def _defineHostFunction(self, hostFunction: HostFunction) -> wasmtime.Func:
@@ -460,17 +467,15 @@ class WasmtimeInstance:
             return 0
         return _memoryDataSize(self._context, self._memoryAddress)
 
+    def _openMemoryView(self) -> memoryview:
+        size = self.memorySize()
+        if not size:
+            return memoryview(bytearray())
+        base = _memoryData(self._context, self._memoryAddress)
+        return memoryview((ctypes.c_char * size).from_address(base)).cast("B")
+
     def readMemory(self, offset, length):
-        checkBounds(offset, length, self.memorySize())
-        if not length:
-            return b""
-        return ctypes.string_at(
-            _memoryData(self._context, self._memoryAddress) + offset, length
-        )
+        return self._window.read(offset, length)
 
     def writeMemory(self, offset, data):
-        checkBounds(offset, len(data), self.memorySize())
-        if data:
-            ctypes.memmove(
-                _memoryData(self._context, self._memoryAddress) + offset, bytes(data), len(data)
-            )
+        self._window.write(offset, data)
