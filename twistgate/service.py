@@ -25,7 +25,7 @@ from twistgate.gateway.upstream import UpstreamClient
 from twistgate.web.admin import AdminResource
 from twistgate.web.echo import EchoResource
 from twistgate.web.proxy import GatewaySite, ProxyResource
-from twistgate.workers import isWorker, shareConfig, sharedConfigText
+from twistgate.workers import isWorker, postedConfigActive, shareConfig, sharedConfigText
 
 PlanBuilder = Callable[[GatewayConfig], object]
 
@@ -199,7 +199,7 @@ class GatewayService(MultiService):
         Load the configuration another worker accepted (SIGUSR2).
         """
         text = sharedConfigText(self._environ)
-        if text is None:
+        if text is None or text == self.state.current.config.text:
             return
         try:
             self.reloadText(text, "<shared POST /config>")
@@ -235,6 +235,8 @@ class GatewayService(MultiService):
             self._previousHandlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._sighup)
             if isWorker(self._environ):
                 self._previousHandlers[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, self._sigusr2)
+                if postedConfigActive(self._environ):
+                    self._loadShared()
 
     def _sighup(self, signum, frame) -> None:
         self._reactor.callFromThread(self.reloadFile)
