@@ -367,20 +367,40 @@ class RuntimeConformanceMixin:
 
     def test_memoryCap(self):
         """
-        Growing memory within the cap works; growing past it either fails
-        (C{memory.grow} returns -1) or ends the call with a C{"memory"} trap
-        on runtimes without a memory limiter.
+        Growing memory within the cap works; past it C{memory.grow} fails
+        with -1 and the memory keeps its size.
         """
         instance = self.instantiate(Limits(maxMemoryBytes=4 * PAGE))
         self.assertEqual(instance.call("grow", 2), 1)
         self.assertEqual(instance.memorySize(), 3 * PAGE)
-        if self.memoryGrowFailsAtCap:
-            self.assertEqual(instance.call("grow", 2), -1)
-            self.assertEqual(instance.memorySize(), 3 * PAGE)
-        else:
-            error = self.assertRaises(WasmTrap, instance.call, "grow", 2)
-            self.assertEqual(error.kind, "memory")
-            self.assertIn("past the cap of 262144 bytes", error.message)
+        self.assertEqual(instance.call("grow", 2), -1)
+        self.assertEqual(instance.memorySize(), 3 * PAGE)
+        self.assertEqual(instance.call("grow", 1), 3)
+        self.assertEqual(instance.call("grow", 1), -1)
+
+    def test_memoryOnlyModule(self):
+        """
+        A module with a memory and data but no imports lists no imports and
+        exposes its data.
+        """
+        module = self.runtime.compile(
+            b'(module (memory (export "memory") 1) (data (i32.const 3) "hi"))'
+        )
+        self.assertEqual(module.imports(), ())
+        self.assertEqual(module.instantiate([], Limits()).readMemory(3, 2), b"hi")
+
+    def test_declaredMaximumBelowCap(self):
+        """
+        A module's own memory maximum still holds under a larger cap.
+        """
+        module = self.runtime.compile(
+            b"(module (memory (export \"memory\") 1 2)"
+            b" (func (export \"grow\") (param i32) (result i32) (memory.grow (local.get 0))))"
+        )
+        instance = module.instantiate([], Limits(maxMemoryBytes=64 * PAGE))
+        self.assertEqual(instance.call("grow", 2), -1)
+        self.assertEqual(instance.call("grow", 1), 1)
+        self.assertEqual(instance.memorySize(), 2 * PAGE)
 
     def compileCached(self, directory):
         return self.runtime.compile(readWat("conformance.wat"), cacheDirectory=directory)
@@ -596,7 +616,6 @@ class WasmtimeRuntimeTests(RuntimeConformanceMixin, TestCase):
     """
 
     runtimeName = "wasmtime"
-    memoryGrowFailsAtCap = True
 
     def test_deadline(self):
         """
@@ -627,7 +646,6 @@ class WasmerRuntimeTests(RuntimeConformanceMixin, TestCase):
     """
 
     runtimeName = "wasmer"
-    memoryGrowFailsAtCap = False
 
     def test_noDeadlineSupport(self):
         """

@@ -7,11 +7,14 @@ What wasmer-python does not offer, and how this module copes:
     in its API: C{Store}, C{Instance} and C{Function} expose none), so
     L{WasmerRuntime.supportsDeadline} is C{False} and C{Limits.callDeadline}
     is ignored.
-  - No memory limiter (C{Store} takes no tunables). The memory cap is
-    enforced after each guest call returns: if the memory has grown past
-    C{Limits.maxMemoryBytes} the call ends with a C{WasmTrap} of kind
-    C{"memory"}, and the instance should be discarded. Unlike wasmtime,
-    C{memory.grow} itself does not fail at the cap.
+  - No memory limiter (C{Store} takes no tunables). But wasmer honours the
+    maximum of a memory the host creates, so a module's own memory is
+    rewritten into an import (L{twistgate.wasm.binary.importDefinedMemory})
+    and each instance gets a memory whose maximum is the cap:
+    C{memory.grow} past the cap returns -1, as on wasmtime. Modules that
+    import their memory are refused at link time on both runtimes, and
+    wasmer 2 rejects shared, 64-bit and multiple memories, so every memory
+    an instance can have is capped this way.
 """
 
 import hashlib
@@ -22,6 +25,7 @@ import wasmer
 import wasmer_compiler_cranelift
 from zope.interface import implementer
 
+from twistgate.wasm.binary import ImportedMemory, importDefinedMemory
 from twistgate.wasm.cache import compileCached
 from twistgate.wasm.interfaces import (
     ExportDesc,
@@ -51,6 +55,10 @@ _VALUE_TYPES = {
     "f64": wasmer.Type.F64,
 }
 _ARGUMENT_MISMATCH = "Parameters of type "
+_MEMORY_MODULE = "twistgate:instance-memory"
+_MEMORY_NAME = "memory"
+PAGE_SIZE = 65536
+MAX_PAGES = 65536
 _VALUE_NAMES = {valueType: name for name, valueType in _VALUE_TYPES.items()}
 
 
@@ -85,17 +93,22 @@ class WasmerRuntime:
     def __init__(self) -> None:
         self.store = wasmer.Store(wasmer.engine.Universal(wasmer_compiler_cranelift.Compiler))
         self.version = importlib.metadata.version("wasmer")
-        self.cacheVersion = "{}+cranelift-{}".format(
+        self.cacheVersion = "{}+cranelift-{}+imported-memory".format(
             self.version, importlib.metadata.version("wasmer_compiler_cranelift")
         )
 
     def compile(self, source, cacheDirectory=None):
         binary = moduleBinary(source, wasmer.wat2wasm)
         sha256 = hashlib.sha256(binary).hexdigest()
+        importedMemory = importDefinedMemory(
+            binary, _MEMORY_MODULE.encode("ascii"), _MEMORY_NAME.encode("ascii")
+        )
 
         def compileNative() -> wasmer.Module:
             try:
-                return wasmer.Module(self.store, binary)
+                return wasmer.Module(
+                    self.store, binary if importedMemory is None else importedMemory.binary
+                )
             except RuntimeError as error:
                 raise WasmCompileError(firstLine(str(error))) from None
 
@@ -108,7 +121,7 @@ class WasmerRuntime:
             wasmer.Module.serialize,
             lambda payload: wasmer.Module.deserialize(self.store, payload),
         )
-        return WasmerModule(self, native, sha256, cacheStatus)
+        return WasmerModule(self, native, sha256, cacheStatus, importedMemory)
 
 
 def _exportDesc(export) -> ExportDesc:
@@ -132,12 +145,22 @@ class WasmerModule:
     """
 
     def __init__(
-        self, runtime: WasmerRuntime, native: wasmer.Module, sha256: str, cacheStatus: str
+        self,
+        runtime: WasmerRuntime,
+        native: wasmer.Module,
+        sha256: str,
+        cacheStatus: str,
+        importedMemory: Optional[ImportedMemory],
     ) -> None:
+        """
+        @param importedMemory: how the module's memory was made an import,
+            or L{None} if it was not.
+        """
         self.runtime = runtime
         self.native = native
         self.sha256 = sha256
         self.cacheStatus = cacheStatus
+        self.importedMemory = importedMemory
         self._imports = tuple(
             ImportDesc(
                 i.module,
@@ -145,6 +168,7 @@ class WasmerModule:
                 _funcSig(i.type) if isinstance(i.type, wasmer.FunctionType) else None,
             )
             for i in native.imports
+            if i.module != _MEMORY_MODULE
         )
         self._exports = tuple(_exportDesc(e) for e in native.exports)
 
@@ -168,7 +192,6 @@ class WasmerInstance:
         self, module: WasmerModule, imports: Sequence[HostFunction], limits: Limits
     ) -> None:
         store = module.runtime.store
-        self._maxMemoryBytes = limits.maxMemoryBytes
         importObject = wasmer.ImportObject()
         namespaces: Dict[str, Dict[str, wasmer.Function]] = {}
         for hostFunction in imports:
@@ -182,6 +205,11 @@ class WasmerInstance:
             )
         for namespace, functions in namespaces.items():
             importObject.register(namespace, functions)
+        if module.importedMemory is not None:
+            importObject.register(
+                _MEMORY_MODULE,
+                {_MEMORY_NAME: self._createMemory(store, module.importedMemory, limits)},
+            )
         try:
             native = wasmer.Instance(module.native, importObject)
         except WasmTrap as failure:
@@ -196,14 +224,29 @@ class WasmerInstance:
         if "memory" in memories:
             memories.insert(0, "memory")
         self._memory = getattr(native.exports, memories[0]) if memories else None
-        if self.memorySize() > limits.maxMemoryBytes:
-            raise WasmLinkError(
-                "instantiation failed: initial memory of {} bytes exceeds the cap of {} "
-                "bytes".format(self.memorySize(), limits.maxMemoryBytes)
-            )
         self._window = MemoryWindow(self._openMemoryView)
         self._native = native
         self._callables: Dict[str, Callable[..., Optional[int]]] = {}
+
+    @staticmethod
+    def _createMemory(
+        store: wasmer.Store, declared: ImportedMemory, limits: Limits
+    ) -> wasmer.Memory:
+        """
+        Create the instance's memory with the cap as its maximum.
+
+        @raise WasmLinkError: if the module's initial memory exceeds the cap.
+        """
+        capPages = min(limits.maxMemoryBytes // PAGE_SIZE, MAX_PAGES)
+        if declared.minimumPages > capPages:
+            raise WasmLinkError(
+                "instantiation failed: initial memory of {} bytes exceeds the cap of {} "
+                "bytes".format(declared.minimumPages * PAGE_SIZE, limits.maxMemoryBytes)
+            )
+        maximum = capPages if declared.maximumPages is None else min(declared.maximumPages, capPages)
+        return wasmer.Memory(
+            store, wasmer.MemoryType(minimum=declared.minimumPages, maximum=maximum, shared=False)
+        )
 
     def _guardHostFunction(self, hostFunction: HostFunction) -> Callable[..., Optional[int]]:
         """
@@ -231,12 +274,9 @@ class WasmerInstance:
         return callable
 
     def _makeCallable(self, native: wasmer.Function) -> Callable[..., Optional[int]]:
-        memory = self._memory
-        cap = self._maxMemoryBytes
-
         def invoke(*args):
             try:
-                result = native(*args)
+                return native(*args)
             except WasmTrap:
                 raise
             except RuntimeError as error:
@@ -244,14 +284,6 @@ class WasmerInstance:
                 if message.startswith(_ARGUMENT_MISMATCH):
                     raise TypeError(message) from None
                 raise WasmTrap(message, kind="trap") from None
-            if memory is not None and memory.data_size > cap:
-                raise WasmTrap(
-                    "guest memory grew to {} bytes, past the cap of {} bytes".format(
-                        memory.data_size, cap
-                    ),
-                    kind="memory",
-                )
-            return result
 
         return invoke
 
