@@ -94,6 +94,21 @@ class CompositionMixin(RuntimeMixin):
         self.assertEqual(steps, ["request_headers", "response_headers", "response_body", "done", "log",
                                  "delete"])
 
+    def test_phaseObserver(self):
+        """
+        The planner's phase observer is told the time of each callback.
+        """
+        observed = []
+        harness = self.harness(routeConfig(appends("x")))
+        harness.planner.phaseObserver = lambda *args: observed.append(args)
+        harness.plan = harness.planner.build(harness.config)
+        self.addCleanup(harness.plan.stop)
+        self.respond(harness)
+        names = [name for filterName, name, seconds in observed if filterName == "hostcalls"]
+        self.assertIn("proxy_on_request_headers", names)
+        self.assertIn("proxy_on_log", names)
+        self.assertTrue(all(seconds >= 0 for _, _, seconds in observed))
+
     def test_rejectedConfiguration(self):
         """
         A filter whose on_configure returns false fails the plan with a

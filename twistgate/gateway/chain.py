@@ -70,7 +70,8 @@ class ChainPlanner:
                  limits: Limits = Limits(), cacheDirectory: Optional[str] = None,
                  sharedData=None, sharedQueues=None, metrics=None,
                  trapPolicy: Optional[TrapPolicy] = None,
-                 settings: ChainSettings = ChainSettings(), wasi=None) -> None:
+                 settings: ChainSettings = ChainSettings(), wasi=None,
+                 phaseObserver=None) -> None:
         """
         @param runtime: the L{twistgate.wasm.interfaces.IWasmRuntime}.
         @param filters: the installed filters by name.
@@ -79,6 +80,9 @@ class ChainPlanner:
         @param trapPolicy: when a filter that keeps trapping goes in backoff.
         @param wasi: makes the WASI host functions of a VM (default:
             L{twistgate.proxywasm.vm.wasiFunctions}).
+        @param phaseObserver: called as C{(filterName, callbackName,
+            seconds)} after each filter callback (the Prometheus filter
+            phase histogram).
         """
         self.registry = FilterRegistry(runtime, filters, cacheDirectory)
         self.reactor = reactor
@@ -90,6 +94,7 @@ class ChainPlanner:
         self.trapPolicy = trapPolicy or TrapPolicy()
         self.settings = settings
         self.wasi = wasi
+        self.phaseObserver = phaseObserver
 
     def build(self, config) -> "ChainPlan":
         """
@@ -109,7 +114,8 @@ class ChainPlanner:
                                           else "http", service.host, service.port)
         environment = HostEnvironment(
             self.reactor, self.agent, self.sharedData, self.sharedQueues, self.metrics,
-            services=services.get, wasi=self.wasi, trapPolicy=self.trapPolicy)
+            services=services.get, wasi=self.wasi, trapPolicy=self.trapPolicy,
+            phaseObserver=self.phaseObserver)
         wanted: List[Tuple[str, object, object]] = []
         envs: Dict[str, Dict[str, str]] = {}
         for chainIndex, chain in enumerate(config.filterChains):

@@ -10,6 +10,7 @@ in the after-call queue until the running call returns.
 
 import itertools
 from collections import deque
+from time import perf_counter
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, succeed
@@ -84,7 +85,8 @@ class HostEnvironment:
     def __init__(self, reactor, agent=None, sharedData=None, sharedQueues=None, metrics=None,
                  services: Optional[Callable[[str], Optional[Tuple[str, str, int]]]] = None,
                  wasi: Optional[Callable[["ProxyWasmVM"], Sequence[HostFunction]]] = None,
-                 trapPolicy: Optional[TrapPolicy] = None, logLevel: LogLevel = LogLevel.TRACE) -> None:
+                 trapPolicy: Optional[TrapPolicy] = None, logLevel: LogLevel = LogLevel.TRACE,
+                 phaseObserver: Optional[Callable[[str, str, float], None]] = None) -> None:
         """
         @param reactor: an C{IReactorTime}: timers, timeouts and the clock.
         @param agent: the C{IAgent} HTTP calls go through (none: calls fail
@@ -93,6 +95,9 @@ class HostEnvironment:
             C{(protocol, host, port)}.
         @param wasi: makes the WASI host functions for a VM (default:
             L{wasiFunctions}).
+        @param phaseObserver: called as C{(filterName, callbackName,
+            seconds)} after each callback the host makes (e.g.
+            C{PrometheusMetrics.observeFilterPhase}).
         """
         self.reactor = reactor
         self.httpCaller = HttpCaller(reactor, agent) if agent is not None else None
@@ -103,6 +108,7 @@ class HostEnvironment:
         self.wasi = wasi
         self.trapPolicy = trapPolicy or TrapPolicy()
         self.logLevel = logLevel
+        self.phaseObserver = phaseObserver
 
     def now(self) -> float:
         """
@@ -421,10 +427,17 @@ class ProxyWasmVM:
         """
         previous = (self.currentContext, self.effectiveContext)
         self.currentContext = self.effectiveContext = context
+        observer = self.environment.phaseObserver
+        started = perf_counter() if observer is not None else 0.0
         try:
             return self.callGuest(name, *args)
         finally:
             self.currentContext, self.effectiveContext = previous
+            if observer is not None:
+                try:
+                    observer(self.filterName, name, perf_counter() - started)
+                except Exception:
+                    self.log.failure("phase observer failed")
 
     def callRootCallback(self, root: RootContext, name: str, *args: int) -> Optional[int]:
         """
