@@ -27,11 +27,8 @@ func SetTickPeriod(periodMs uint32) error {
 }
 
 func getBuffer(t BufferType, start, maxSize uint32) ([]byte, error) {
-	slotPtr, slotSize = 0, 0
-	if err := asError(proxyGetBufferBytes(uint32(t), start, maxSize, slotPtrAddr(), slotSizeAddr())); err != nil {
-		return nil, err
-	}
-	return takeSlots(), nil
+	clearSlots()
+	return result(proxyGetBufferBytes(uint32(t), start, maxSize, slotPtrAddr(), slotSizeAddr()))
 }
 
 // PluginConfiguration reads the plugin configuration (size bytes, as passed
@@ -50,13 +47,10 @@ func PluginConfiguration(size int) ([]byte, error) {
 // Property reads a host property; path segments are joined as the ABI asks.
 func Property(path ...string) ([]byte, error) {
 	b := []byte(strings.Join(path, "\x00"))
-	slotPtr, slotSize = 0, 0
+	clearSlots()
 	status := proxyGetProperty(ptrOf(b), uint32(len(b)), slotPtrAddr(), slotSizeAddr())
 	runtime.KeepAlive(b)
-	if err := asError(status); err != nil {
-		return nil, err
-	}
-	return takeSlots(), nil
+	return result(status)
 }
 
 // Header is one header-map entry.
@@ -67,23 +61,22 @@ type Header struct {
 
 // HeaderMap returns every entry of a header map, in order.
 func HeaderMap(m MapType) ([]Header, error) {
-	slotPtr, slotSize = 0, 0
-	if err := asError(proxyGetHeaderMapPairs(uint32(m), slotPtrAddr(), slotSizeAddr())); err != nil {
+	clearSlots()
+	data, err := result(proxyGetHeaderMapPairs(uint32(m), slotPtrAddr(), slotSizeAddr()))
+	if err != nil {
 		return nil, err
 	}
-	return decodePairs(takeSlots())
+	return decodePairs(data)
 }
 
 // HeaderValue returns a header's value; StatusNotFound when absent.
 func HeaderValue(m MapType, name string) (string, error) {
 	k := []byte(name)
-	slotPtr, slotSize = 0, 0
+	clearSlots()
 	status := proxyGetHeaderMapValue(uint32(m), ptrOf(k), uint32(len(k)), slotPtrAddr(), slotSizeAddr())
 	runtime.KeepAlive(k)
-	if err := asError(status); err != nil {
-		return "", err
-	}
-	return string(takeSlots()), nil
+	value, err := result(status)
+	return string(value), err
 }
 
 // AddHeader appends a header to a map (a repeated name adds another entry).
@@ -129,14 +122,15 @@ func SendLocalResponse(status uint32, details string, headers []Header, body []b
 // to update it; StatusNotFound when the key is absent.
 func SharedData(key string) (value []byte, cas uint32, err error) {
 	k := []byte(key)
-	slotPtr, slotSize, slotU32 = 0, 0, 0
+	clearSlots()
 	status := proxyGetSharedData(ptrOf(k), uint32(len(k)), slotPtrAddr(), slotSizeAddr(), slotU32Addr())
 	runtime.KeepAlive(k)
-	if err := asError(status); err != nil {
+	cas = slotU32
+	value, err = result(status)
+	if err != nil {
 		return nil, 0, err
 	}
-	cas = slotU32
-	return takeSlots(), cas, nil
+	return value, cas, nil
 }
 
 // SetSharedData writes a shared key when cas matches (0 for a key read as

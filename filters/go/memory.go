@@ -21,26 +21,16 @@ func proxyOnMemoryAllocate(size uint32) uint32 {
 }
 
 // take returns the buffer the host filled at ptr (size bytes) and forgets it.
-// A null pointer or size 0 means "no data".
+// A null pointer or size 0 means "no data". The host can only have allocated
+// through proxy_on_memory_allocate (the module exports no other allocator),
+// so any other pointer is treated as no data.
 func take(ptr, size uint32) []byte {
-	if ptr == 0 || size == 0 {
-		if ptr != 0 {
-			delete(hostBuffers, ptr)
-		}
+	buf, ok := hostBuffers[ptr]
+	delete(hostBuffers, ptr)
+	if !ok || size == 0 || uint32(len(buf)) < size {
 		return nil
 	}
-	buf, ok := hostBuffers[ptr]
-	if ok {
-		delete(hostBuffers, ptr)
-		if uint32(len(buf)) >= size {
-			return buf[:size]
-		}
-	}
-	// Memory the binding did not allocate (a host using another allocator):
-	// copy it out of linear memory.
-	out := make([]byte, size)
-	copy(out, unsafe.Slice((*byte)(unsafe.Pointer(uintptr(ptr))), size))
-	return out
+	return buf[:size]
 }
 
 // ptrOf returns the linear-memory address of b's first byte (0 when empty).
@@ -67,9 +57,20 @@ func slotSizeAddr() uint32 { return uint32(uintptr(unsafe.Pointer(&slotSize))) }
 func slotU32Addr() uint32  { return uint32(uintptr(unsafe.Pointer(&slotU32))) }
 func slotU64Addr() uint32  { return uint32(uintptr(unsafe.Pointer(&slotU64))) }
 
-// takeSlots reads the (pointer, size) result slots and takes the buffer.
-func takeSlots() []byte {
-	ptr, size := slotPtr, slotSize
-	slotPtr, slotSize = 0, 0
-	return take(ptr, size)
+// clearSlots resets the result slots before a host call that returns data.
+func clearSlots() {
+	slotPtr, slotSize, slotU32 = 0, 0, 0
+}
+
+// result finishes a host call that returns data: on OK it takes the buffer
+// the result slots point at. Either way, buffers the host allocated during
+// the call and did not hand over (a failure after allocating) are released.
+func result(status uint32) ([]byte, error) {
+	var data []byte
+	err := asError(status)
+	if err == nil {
+		data = take(slotPtr, slotSize)
+	}
+	clear(hostBuffers)
+	return data, err
 }
