@@ -84,6 +84,12 @@ class RuntimeConformanceMixin:
             HostFunction("env", "host_reenter", FuncSig((I32,), (I32,)), hostReenter),
             HostFunction(
                 "env",
+                "host_nested",
+                FuncSig((I32,), (I32,)),
+                lambda value: self.instance.call("add_i32", value, 1),
+            ),
+            HostFunction(
+                "env",
                 "host_record",
                 FuncSig((I32, I32)),
                 lambda a, b: self.recorded.append((a, b)),
@@ -631,6 +637,18 @@ class WasmtimeRuntimeTests(RuntimeConformanceMixin, TestCase):
         self.assertEqual(error.message, "guest call exceeded its CPU deadline of 0.2 s")
         self.assertTrue(0.15 <= elapsed < 5, elapsed)
         self.assertEqual(instance.call("add_i32", 1, 2), 3)
+
+    def test_deadlineSpansNestedCalls(self):
+        """
+        A guest looping over host calls that call back into it is stopped at
+        the outer call's deadline: the nested calls do not renew it.
+        """
+        instance = self.instantiate(Limits(callDeadline=0.2))
+        started = time.monotonic()
+        error = self.assertRaises(WasmTrap, instance.call, "spin_nested")
+        self.assertEqual(error.kind, "deadline")
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(instance.call("call_host_reenter", 1), 3)
 
     def test_noDeadline(self):
         """

@@ -5,6 +5,7 @@
   (import "env" "host_fail" (func $host_fail (param i32) (result i32)))
   (import "env" "host_reenter" (func $host_reenter (param i32) (result i32)))
   (import "env" "host_record" (func $host_record (param i32 i32)))
+  (import "env" "host_nested" (func $host_nested (param i32) (result i32)))
 
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 1024))
@@ -42,6 +43,11 @@
   (func $recurse (export "trap_stack") (param i32) (result i32)
     (call $recurse (i32.add (local.get 0) (i32.const 1))))
   (func (export "spin") (loop $forever (br $forever)))
+  ;; Loops forever calling a host function that calls back into the guest.
+  (func (export "spin_nested") (local $n i32)
+    (loop $forever
+      (local.set $n (call $host_nested (local.get $n)))
+      (br $forever)))
 
   ;; Calls into the host.
   (func (export "call_host_add") (param i32 i32) (result i32)

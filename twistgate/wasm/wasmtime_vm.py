@@ -8,8 +8,10 @@ C{Func.__call__} and trampoline re-read types and box every value, which
 costs an order of magnitude more per call.
 
 CPU deadlines use epoch interruption: one daemon thread per engine advances
-the epoch every L{EPOCH_INTERVAL} seconds, and each guest call sets its
-store's deadline before entering the guest. The memory cap is the store's
+the epoch every L{EPOCH_INTERVAL} seconds, and each outermost guest call sets
+its store's deadline before entering the guest. Calls a host function makes
+back into the guest run under the outer call's deadline, so a guest looping
+over host calls is stopped too. The memory cap is the store's
 limiter, so C{memory.grow} past it returns -1.
 """
 
@@ -300,6 +302,7 @@ class WasmtimeInstance:
             self._deadlineTicks = runtime.ticker.ticksFor(limits.callDeadline)
             self._store.set_epoch_deadline(self._deadlineTicks)
         self._pendingFailure: Optional[BaseException] = None
+        self._guestDepth = 0
         self._callbacks = []
         externs = [self._defineHostFunction(hostFunction) for hostFunction in imports]
         try:
@@ -419,10 +422,15 @@ class WasmtimeInstance:
         raiseFailure = self._raiseFailure
         fields = ["a{}".format(i) for i in range(len(sig.params))]
 
+        instance = self
+
         def enter():
-            if ticks:
+            depth = instance._guestDepth
+            if ticks and not depth:
                 _setEpochDeadline(context, ticks)
+            instance._guestDepth = depth + 1
             error = _callUnchecked(context, funcAddress, viewAddress, slotCount, trapAddress)
+            instance._guestDepth = depth
             if error or trapHolder.value:
                 raiseFailure(error, trapHolder)
             return view.result if hasResult else None
