@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from operator import attrgetter
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -319,7 +319,7 @@ class WasmtimeInstance:
                 self._funcs[desc.name] = (exports[desc.name]._func, desc.sig)
             elif desc.kind == "memory" and (self._memory is None or desc.name == "memory"):
                 self._memory = exports[desc.name]._memory
-        self._memoryAddress = ctypes.addressof(self._memory) if self._memory else None
+        self._memoryAddress = None if self._memory is None else ctypes.addressof(self._memory)
         self._window = MemoryWindow(self._openMemoryView)
         self._callables: Dict[str, Callable[..., Optional[int]]] = {}
 
