@@ -245,6 +245,23 @@ class DispatchMixin(RuntimeMixin):
         self.assertIn("get_body call_response=echo GET /echo/tick", items)
         self.assertEqual(self.target.requests[0][1], b"/echo/tick")
 
+    def test_trapInCallback(self):
+        """
+        A trap in on_http_call_response fails the paused request with 500
+        (fail_closed) and the log names the phase.
+        """
+        logs = LogCapture(self)
+        harness = self.harness(routeConfig(hostcalls(
+            "request_headers dispatch call.test GET /echo; request_headers return pause;"
+            " http_call_response trap callback-boom")))
+        pending = harness.request()
+        self.agent.flush()
+        self.assertEqual(self.successResultOf(pending).status, 500)
+        self.assertEqual(harness.upstream.seen, [])
+        self.assertTrue(logs.containing("trapped in on_http_call_response"))
+        self.assertEqual(self.respond(harness).status, 500)
+        self.assertEqual(harness.vm().generation, 2)
+
     def test_clientGoneCancelsCall(self):
         """
         When the request ends while a call is pending, the callback never

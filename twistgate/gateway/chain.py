@@ -387,6 +387,7 @@ class ChainRun:
             args = (member.context.contextId,) + args[1:]
         elif name == "proxy_on_context_create":
             return None
+        member.context.resumeRequested = False
         try:
             return vm.callWithContext(member.context, name, *args)
         except WasmTrap as trap:

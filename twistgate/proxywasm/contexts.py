@@ -222,7 +222,8 @@ class StreamContext:
 
     def callsSettled(self) -> None:
         """
-        The last pending HTTP call was answered: resume, as Kong does.
+        The last pending HTTP call was answered: resume, as Kong does (the
+        chain clears the request at the start of each step).
         """
         if not self.pendingCalls:
             self.resume()
