@@ -513,6 +513,7 @@ class RuntimeConformanceMixin:
         iovs = self.writeIovecs([b"x"])
         self.memory.writeU32(iovs, 0x7FFFFFFF)
         self.assertEqual(instance.call("fd_write", 1, iovs, 1, 900), EFAULT)
+        self.assertEqual(instance.call("fd_write", 1, iovs, 0x7FFFFFFF, 900), EFAULT)
         self.assertEqual(instance.call("random_get", PAGE - 4, 8), EFAULT)
         self.assertEqual(instance.call("clock_time_get", 0, -8), EFAULT)
         self.assertEqual(self.logged, [])

@@ -20,6 +20,7 @@ never raises.
 """
 
 import os
+import struct
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -42,6 +43,7 @@ RIGHT_FD_WRITE = 64
 STDOUT = 1
 STDERR = 2
 MAX_RANDOM_BYTES = 1024 * 1024
+_IOVEC = struct.Struct("<II")
 
 
 class WasiExit(WasmTrap):
@@ -199,11 +201,10 @@ class WasiShim:
         if fd not in (STDOUT, STDERR):
             return EBADF
         memory = self._memory()
-        chunks = []
-        for index in range(u32(iovsLength)):
-            entry = u32(iovs) + 8 * index
-            chunks.append(memory.readBytes(memory.readU32(entry), memory.readU32(entry + 4)))
-        data = b"".join(chunks)
+        vectors = memory.readBytes(u32(iovs), 8 * u32(iovsLength))
+        data = b"".join(
+            memory.readBytes(pointer, length) for pointer, length in _IOVEC.iter_unpack(vectors)
+        )
         memory.writeU32(u32(writtenPointer), len(data))
         if data:
             text = data.decode("utf-8", errors="replace")
