@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.e2e import deferLater, fetch, startGateway
 from tests.proxywasm_harness import FILTERS, LogCapture, RuntimeMixin, bothRuntimes, entry, routeConfig
+from twistgate.config.errors import ConfigError
 
 GREETINGS = ("greeting", "greeting-go")
 
@@ -82,10 +83,10 @@ class GreetingFiltersMixin(RuntimeMixin):
         harness = self.harness(routeConfig(filterEntry("greeting", {"my_greeting": "hi"}, "root_id: greeting")))
         self.assertEqual(self.respond(harness).header(b"x-greeting"), b"hi")
         logs = LogCapture(self)
-        error = self.assertRaises(Exception, self.harness,
+        error = self.assertRaises(ConfigError, self.harness,
                                   routeConfig(filterEntry("greeting", {}, "root_id: elsewhere")))
-        text = str(error) + "\n".join(logs.messages())
-        self.assertIn("Missing root context factory for root id: elsewhere", text)
+        self.assertIn('filter "greeting" trapped in on_context_create', str(error))
+        self.assertTrue(logs.containing("Missing root context factory for root id: elsewhere"), logs.messages())
 
 
 bothRuntimes(GreetingFiltersMixin, globals())
