@@ -79,6 +79,18 @@ class LocalResponseMixin(RuntimeMixin):
         self.assertEqual((result.status, result.body), (200, b"upstream body"))
         self.assertTrue(logs.containing("local_response 500=status:2"))
 
+    def test_closeStream(self):
+        """
+        C{proxy_close_stream} in a request step ends the request with an
+        error; the upstream is not contacted and later filters do not run.
+        """
+        harness = self.harness(routeConfig(
+            hostcalls("request_headers close_stream request"),
+            hostcalls("request_headers local_response 200 - never")))
+        result = self.respond(harness)
+        self.assertEqual(result.status, 500)
+        self.assertEqual(harness.upstream.seen, [])
+
     def test_invalid(self):
         """
         A status outside 100-999 and header values with CR/LF are

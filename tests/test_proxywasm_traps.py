@@ -82,6 +82,8 @@ class TrapsMixin(RuntimeMixin):
         self.assertEqual([self.respond(harness).status for _ in range(3)], [500, 500, 503])
         self.assertEqual(harness.vm().trapCount, 2)
         self.assertTrue(logs.containing("in backoff for 30 s"))
+        health = harness.plan.filterHealth()["hostcalls"]
+        self.assertEqual((health["traps"], health["backoffUntil"]), (2, 30.0))
         harness.clock.advance(31)
         self.assertEqual(self.respond(harness).status, 500)
 

@@ -211,6 +211,18 @@ class ChainPlan:
             return None
         return ChainRun(self, exchange, slots)
 
+    def filterHealth(self) -> Dict[str, Dict[str, object]]:
+        """
+        @return: per filter name: C{generation} (instances created),
+            C{traps} (traps so far), C{trapped} (whether the instance is
+            waiting to be replaced), C{backoffUntil} (reactor time, 0 when
+            not in backoff).
+        """
+        return {name: {"generation": vm.generation, "traps": vm.trapCount,
+                       "trapped": vm.trapped is not None,
+                       "backoffUntil": vm.backoffUntil if vm.inBackoff() else 0.0}
+                for name, vm in self.vms.items()}
+
     def stop(self) -> None:
         """
         Release the plan: timers, queue notifications and HTTP calls stop;
