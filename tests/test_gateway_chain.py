@@ -17,9 +17,7 @@ from tests.proxywasm_harness import (
     FILTERS,
     RuntimeMixin,
     bothRuntimes,
-    entry,
     hostcalls,
-    report,
     routeConfig,
 )
 

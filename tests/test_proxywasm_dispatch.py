@@ -66,7 +66,6 @@ class DispatchMixin(RuntimeMixin):
             "request_headers dispatch call.test GET /echo/1; request_headers return pause;"
             + CALLBACK + " http_call_response report_log; response_headers root_report;"
             " response_headers report_header")))
-        logs = LogCapture(self)
         pending = harness.request()
         self.agent.flush()
         result = self.successResultOf(pending)

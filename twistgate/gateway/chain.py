@@ -6,7 +6,6 @@ the request's filters (the service chain, then the route chain) step by
 step over the request's L{Exchange}, as C{IChainRun} specifies.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
