@@ -62,15 +62,14 @@ class CompiledModuleCache:
         Read and verify an entry.
 
         @return: C{(payload, HIT)} for a sound entry, C{(None, MISS)} when
-            there is none, C{(None, CORRUPT)} when it fails verification.
+            there is none (or it cannot be read), C{(None, CORRUPT)} when it
+            fails verification.
         """
         try:
             with open(self.pathFor(moduleSha256), "rb") as entry:
                 content = entry.read()
-        except FileNotFoundError:
-            return None, MISS
         except OSError:
-            return None, CORRUPT
+            return None, MISS
         headerEnd = content.find(b"\n", len(_MAGIC)) + 1
         if not content.startswith(_MAGIC) or headerEnd == 0:
             return None, CORRUPT
