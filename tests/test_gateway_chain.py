@@ -139,11 +139,13 @@ class RegistryTests(SynchronousTestCase):
 
     def test_unknownFilterInPlan(self):
         """
-        A chain naming a filter that is not installed fails the plan.
+        A chain naming a filter that is not installed fails the plan, with a
+        line per entry.
         """
         from twisted.internet import task
-        config = loadConfigText(routeConfig(appends("x")), "test.yml", self.filters)
+        config = loadConfigText(routeConfig(appends("x"), appends("y")), "test.yml", self.filters)
         filters = {name: f for name, f in self.filters.items() if name != "hostcalls"}
         planner = ChainPlanner(getRuntime("wasmtime"), filters, task.Clock(), None)
         error = self.assertRaises(ConfigError, planner.build, config)
-        self.assertEqual(error.errors, ['test.yml: filter_chains[0].filters[0]: no such filter "hostcalls"'])
+        self.assertEqual(error.errors, ['test.yml: filter_chains[0].filters[0]: no such filter "hostcalls"',
+                                        'test.yml: filter_chains[0].filters[1]: no such filter "hostcalls"'])

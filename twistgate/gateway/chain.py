@@ -127,11 +127,12 @@ class ChainPlanner:
                     envs.setdefault(entry.name, {}).update(entry.env)
         errors = []
         vms: Dict[str, ProxyWasmVM] = {}
-        broken = set()
+        broken: Dict[str, str] = {}
         slots: Dict[str, List[FilterSlot]] = {}
         for location, chain, entry in wanted:
             name = entry.name
             if name in broken:
+                errors.append("{}: {}".format(location, broken[name]))
                 continue
             vm = vms.get(name)
             if vm is None:
@@ -140,12 +141,11 @@ class ChainPlanner:
                     vm = ProxyWasmVM(module, name, environment, self.limits, envs[name])
                     vm.start()
                 except UnknownFilter:
-                    errors.append('{}: no such filter "{}"'.format(location, name))
-                    broken.add(name)
-                    continue
+                    broken[name] = 'no such filter "{}"'.format(name)
                 except (WasmCompileError, VMStartError) as error:
-                    errors.append('{}: filter "{}" cannot be loaded: {}'.format(location, name, error))
-                    broken.add(name)
+                    broken[name] = 'filter "{}" cannot be loaded: {}'.format(name, error)
+                if name in broken:
+                    errors.append("{}: {}".format(location, broken[name]))
                     continue
                 vms[name] = vm
                 log.info("filter {filter}: ABI {abi} ({reason}) on {runtime}", filter=name,
