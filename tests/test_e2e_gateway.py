@@ -310,6 +310,63 @@ class StreamingTests(TestCase):
         self.assertEqual(len(seen["body"]), len(base64.b64encode(body)))
 
 
+class _UploadRecorder(Protocol):
+    """
+    A raw upstream that reports when it has seen C{factory.expect} bytes of
+    request body, and answers 200 once the whole body of
+    C{factory.total} bytes arrived.
+    """
+
+    def connectionMade(self):
+        self.buffer = b""
+
+    def dataReceived(self, data):
+        self.buffer += data
+        head, separator, body = self.buffer.partition(b"\r\n\r\n")
+        if not separator:
+            return
+        factory = self.factory
+        if len(body) >= factory.expect and not factory.sawPart.called:
+            factory.sawPart.callback(len(body))
+        if len(body) >= factory.total:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d"
+                                 % (len(str(len(body))), len(body)))
+
+
+class RequestStreamingEndToEndTests(TestCase):
+    """
+    A request body reaches the upstream while the client is still sending
+    it.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_uploadStreamsBeforeItEnds(self):
+        factory = Factory.forProtocol(_UploadRecorder)
+        half = 256 * 1024
+        factory.expect, factory.total, factory.sawPart = half, 2 * half, defer.Deferred()
+        upstream = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(upstream.stopListening)
+        config = ECHO_CONFIG + """\
+  - name: recorder
+    url: http://127.0.0.1:%d
+    routes:
+      - paths: ["/upload"]
+""" % (upstream.getHost().port,)
+        gateway = yield startGateway(self, config)
+        connection = socket.create_connection(("127.0.0.1", gateway.proxyPort), timeout=20)
+        self.addCleanup(connection.close)
+        connection.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 * half,)
+                           + b"a" * half)
+        seen = yield factory.sawPart.addTimeout(20, reactor)
+        self.assertGreaterEqual(seen, half)
+        connection.sendall(b"b" * half)
+        answer = yield threads.deferToThread(connection.recv, 65536)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK"), answer)
+        self.assertTrue(answer.endswith(b"%d" % (2 * half,)), answer)
+
+
 def _drain(connection: socket.socket, size: int) -> int:
     """
     Read one response with a body of C{size} bytes; @return: the body bytes

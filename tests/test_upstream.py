@@ -142,3 +142,19 @@ class UpstreamClientTests(SynchronousTestCase):
         pump.flush()
         self.reactor.advance(10)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_readTimeoutOnPooledConnection(self):
+        """
+        The read timeout also holds for a request on a reused connection.
+        """
+        first = self.client.request(_service(readTimeout=1000), b"GET", b"/1", [(b"host", b"h")])
+        pump = self.completer.succeedOnce()
+        pump.flush()
+        readBody(self.successResultOf(first))
+        pump.flush()
+        second = self.client.request(_service(readTimeout=1000), b"GET", b"/hang", [(b"host", b"h")])
+        pump.flush()
+        self.assertNoResult(second)
+        self.reactor.advance(1.1)
+        pump.flush()
+        self.failureResultOf(second, UpstreamTimeout)

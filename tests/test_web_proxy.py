@@ -23,7 +23,14 @@ from twistgate.gateway.router import Router
 from twistgate.gateway.state import GatewayState, Generation
 from twistgate.gateway.upstream import UpstreamClient
 from twistgate.web.echo import EchoResource
-from twistgate.web.proxy import GatewaySite, ProxyResource, _ClientPressure, _Gate
+from twistgate.web.proxy import (
+    GatewaySite,
+    ProxyResource,
+    RequestBodyStream,
+    RequestBodyTooLarge,
+    _ClientPressure,
+    _Gate,
+)
 
 CONFIG = """\
 _format_version: "3.0"
@@ -129,8 +136,11 @@ class SilentAgent:
 
     def __init__(self):
         self.cancelled = 0
+        self.attempts = []
 
     def request(self, method, uri, headers=None, bodyProducer=None):
+        self.attempts.append(uri)
+
         def cancel(d):
             self.cancelled += 1
         return Deferred(cancel)
@@ -429,7 +439,7 @@ class FrontEndTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock = MemoryReactorClock()
-        self.upstreamCalls = RefusingAgent()
+        self.upstreamCalls = SilentAgent()
         state = GatewayState(generationFor())
         resource = ProxyResource(state, UpstreamClient(self.clock, agentFactory=lambda t: self.upstreamCalls),
                                  self.clock)
@@ -478,7 +488,7 @@ class FrontEndTests(SynchronousTestCase):
         _, transport = self.send(b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                                  b"65\r\n" + b"z" * 101 + b"\r\n0\r\n\r\n")
         self.assertEqual(self.statusOf(transport), b"HTTP/1.1 413 Request Entity Too Large")
-        self.assertEqual(self.upstreamCalls.attempts, [])
+        self.assertEqual(self.upstreamCalls.cancelled, len(self.upstreamCalls.attempts))
 
     def test_headerTimeout(self):
         """
@@ -502,3 +512,137 @@ class FrontEndTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.disconnecting)
 
+
+
+@implementer(IAgent)
+class CapturingAgent:
+    """
+    An upstream that records each request's body producer and never
+    answers.
+    """
+
+    def __init__(self):
+        self.requests = []
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        d = Deferred()
+        self.requests.append((method, uri, bodyProducer, d))
+        return d
+
+
+class _Collector:
+    def __init__(self):
+        self.data = []
+
+    def write(self, data):
+        self.data.append(data)
+
+
+class RequestStreamingTests(SynchronousTestCase):
+    """
+    Request bodies stream upstream while the client is still sending them.
+    """
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.agent = CapturingAgent()
+        self.state = GatewayState(generationFor())
+        resource = ProxyResource(self.state, UpstreamClient(self.clock, agentFactory=lambda t: self.agent), self.clock)
+        self.channel = GatewaySite(resource, self.clock, maxBodySize=1000).buildProtocol(None)
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+
+    def test_bodyStreamsBeforeItEnds(self):
+        """
+        The upstream request starts once the headers arrived; the body's
+        bytes reach it as they arrive; the producer finishes with the body.
+        """
+        self.channel.dataReceived(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        self.assertEqual(len(self.agent.requests), 1)
+        method, uri, producer, _ = self.agent.requests[0]
+        self.assertEqual((method, uri, producer.length), (b"POST", b"http://127.0.0.1:9999/base", 10))
+        collector = _Collector()
+        sent = producer.startProducing(collector)
+        self.assertEqual(collector.data, [b"hello"])
+        self.assertNoResult(sent)
+        self.channel.dataReceived(b"world")
+        self.assertEqual(b"".join(collector.data), b"helloworld")
+        self.successResultOf(sent)
+
+    def test_chunkedBodyHasUnknownLength(self):
+        self.channel.dataReceived(b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        producer = self.agent.requests[0][2]
+        self.assertEqual(producer.length, UNKNOWN_LENGTH)
+        collector = _Collector()
+        sent = producer.startProducing(collector)
+        self.channel.dataReceived(b"0\r\n\r\n")
+        self.successResultOf(sent)
+        self.assertEqual(b"".join(collector.data), b"abc")
+
+    def test_slowUpstreamPausesClient(self):
+        """
+        While the upstream does not take the body, the client's transport is
+        paused past the high-water mark, and resumed once it drained.
+        """
+        self.channel.dataReceived(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n")
+        producer = self.agent.requests[0][2]
+        stream = self.channel.requests[0].bodyStream
+        stream.highWater = 100
+        self.channel.dataReceived(b"a" * 150)
+        self.assertEqual(self.transport.producerState, "paused")
+        collector = _Collector()
+        producer.startProducing(collector)
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(b"".join(collector.data), b"a" * 150)
+
+    def test_earlyAnswerClosesConnection(self):
+        """
+        A response sent before the body ended (here, the upstream answered
+        early) closes the connection, so the rest of the body is never read
+        as a next request.
+        """
+        self.channel.dataReceived(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nGET / HTTP")
+        self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 404 "))
+        self.assertIn(b"Connection: close", self.transport.value())
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.state.inFlight, 0)
+
+
+class RequestBodyStreamTests(SynchronousTestCase):
+    """
+    L{RequestBodyStream} on its own.
+    """
+
+    def test_completeBeforeConsumer(self):
+        """
+        A body that arrived whole before the upstream connected is written
+        at once and the producer finishes.
+        """
+        stream = RequestBodyStream(5, lambda: None, lambda: None)
+        stream.write(b"hello")
+        stream.finish()
+        collector = _Collector()
+        self.successResultOf(stream.producer().startProducing(collector))
+        self.assertEqual(collector.data, [b"hello"])
+        self.successResultOf(stream.whenSent())
+
+    def test_readAll(self):
+        stream = RequestBodyStream(None, lambda: None, lambda: None)
+        stream.write(b"a")
+        whole = stream.readAll()
+        stream.write(b"b")
+        self.assertNoResult(whole)
+        stream.finish()
+        self.assertEqual(self.successResultOf(whole), b"ab")
+
+    def test_failure(self):
+        """
+        A failed body fails the producer and notifies observers.
+        """
+        stream = RequestBodyStream(None, lambda: None, lambda: None)
+        seen = []
+        stream.whenFailed(seen.append)
+        sent = stream.producer().startProducing(_Collector())
+        stream.fail(Failure(RequestBodyTooLarge(10)))
+        self.failureResultOf(sent, RequestBodyTooLarge)
+        self.assertEqual(len(seen), 1)

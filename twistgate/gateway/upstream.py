@@ -124,7 +124,9 @@ class UpstreamClient:
         @param path: the request target (path and query) sent upstream.
         @param headers: the request headers in order, C{Host} included.
         @param bodyProducerFactory: makes a fresh body producer per attempt,
-            or L{None} for no body.
+            or L{None} for no body. A producer with a C{whenSent()} method
+            (a body still arriving from the client) starts the read timeout
+            once the whole body was sent.
         @param onAttempt: called as each attempt starts.
         @return: a Deferred firing with the L{IResponse} once its headers
             arrived; it fails with L{UpstreamTimeout} when the connection or
@@ -150,6 +152,7 @@ class UpstreamClient:
         result: Deferred = Deferred(cancel)
         retriesLeft = [service.retries]
         timer: list = [None]
+        settled = [False]
 
         def send() -> None:
             nonlocal attempt
@@ -157,8 +160,19 @@ class UpstreamClient:
                 onAttempt()
             producer = bodyProducerFactory() if bodyProducerFactory is not None else None
             attempt = agent.request(method, uri, requestHeaders, producer)
-            timer[0] = self._reactor.callLater(service.readTimeout / 1000.0, timedOut, attempt)
+            settled[0] = False
+            whenSent = getattr(producer, "whenSent", None)
+            if whenSent is None:
+                startTimer(attempt)
+            else:
+                whenSent().addCallback(lambda _, attempt=attempt: startTimer(attempt))
             attempt.addCallbacks(succeeded, failed)
+
+        def startTimer(pending: Deferred) -> None:
+            # Deferred.called says nothing here: an attempt on a pooled
+            # connection is "called" while it still waits for the response.
+            if pending is attempt and not settled[0] and not result.called:
+                timer[0] = self._reactor.callLater(service.readTimeout / 1000.0, timedOut, pending)
 
         def timedOut(late: Deferred) -> None:
             timer[0] = None
@@ -172,6 +186,7 @@ class UpstreamClient:
             timer[0] = None
 
         def succeeded(response: IResponse) -> None:
+            settled[0] = True
             stopTimer()
             if result.called:
                 response.deliverBody(_Discard())
@@ -179,6 +194,7 @@ class UpstreamClient:
             result.callback(response)
 
         def failed(failure) -> None:
+            settled[0] = True
             stopTimer()
             if result.called:
                 return

@@ -10,12 +10,14 @@ body timeouts).
 """
 
 import json
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Callable, Deque, List, Optional, Sequence, Tuple
 
 from twisted.internet import task
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -116,13 +118,218 @@ def rawHeaderPairs(headers) -> Pairs:
     return [(name.lower(), value) for name, values in headers.getAllRawHeaders() for value in values]
 
 
+class RequestBodyTooLarge(Exception):
+    """
+    The request body passed the site's C{maxBodySize}.
+    """
+
+
+class RequestBodyStream:
+    """
+    A request body as it arrives, for the proxy to stream upstream (or read
+    whole, for filters) while the client is still sending it.
+
+    Chunks are buffered until a consumer takes them; past C{highWater}
+    buffered bytes the client's transport is paused.
+
+    @ivar length: the declared C{Content-Length}, or L{None} (chunked).
+    @ivar received: bytes received so far.
+    @ivar complete: the whole body arrived.
+    @ivar failure: why the body will never complete, or L{None}.
+    """
+
+    highWater = 1 << 16
+
+    def __init__(self, length: Optional[int], pauseClient: Callable[[], None],
+                 resumeClient: Callable[[], None]) -> None:
+        self.length = length
+        self.received = 0
+        self.complete = False
+        self.failure: Optional[Failure] = None
+        self._pauseClient = pauseClient
+        self._resumeClient = resumeClient
+        self._clientPaused = False
+        self._chunks: Deque[bytes] = deque()
+        self._buffered = 0
+        self._keepAll = False
+        self._consumer = None
+        self._consumerPaused = False
+        self._sent: Optional[Deferred] = None
+        self._waiters: List[Deferred] = []
+        self._failureObservers: List[Callable[[Failure], None]] = []
+        self._sentWaiters: List[Deferred] = []
+        self._allSent = False
+        self.started = False
+
+    def write(self, data: bytes) -> None:
+        """
+        More of the body arrived.
+        """
+        if self.complete or self.failure is not None:
+            return
+        self.received += len(data)
+        self._chunks.append(data)
+        self._buffered += len(data)
+        self._flush()
+        if self._buffered > self.highWater and not self._keepAll and not self._clientPaused:
+            self._clientPaused = True
+            self._pauseClient()
+
+    def finish(self) -> None:
+        """
+        The whole body arrived.
+        """
+        if self.complete or self.failure is not None:
+            return
+        self.complete = True
+        self._flush()
+        if self._keepAll:
+            body = b"".join(self._chunks)
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.callback(body)
+
+    def fail(self, reason: Failure) -> None:
+        """
+        The body will never complete (the client went away, or sent too
+        much).
+        """
+        if self.complete or self.failure is not None:
+            return
+        self.failure = reason
+        self._chunks.clear()
+        self._buffered = 0
+        for observer in self._failureObservers:
+            observer(reason)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(reason)
+        if self._sent is not None and not self._sent.called:
+            sent, self._sent = self._sent, None
+            sent.errback(reason)
+
+    def whenFailed(self, observer: Callable[[Failure], None]) -> None:
+        """
+        Call C{observer} with the reason if the body fails.
+        """
+        self._failureObservers.append(observer)
+
+    def readAll(self) -> Deferred:
+        """
+        @return: a Deferred firing with the whole body once it arrived.
+        """
+        self._keepAll = True
+        self._resumeIfPaused()
+        if self.failure is not None:
+            return fail(self.failure)
+        if self.complete:
+            return succeed(b"".join(self._chunks))
+        waiter: Deferred = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def producer(self) -> IBodyProducer:
+        """
+        @return: a body producer streaming this body (for one upstream
+            attempt that has not started sending yet).
+        """
+        return _StreamProducer(self)
+
+    def _attach(self, consumer) -> Deferred:
+        self.started = True
+        if self.failure is not None:
+            return fail(self.failure)
+        self._consumer = consumer
+        sent = self._sent = Deferred(lambda d: None)
+        self._flush()
+        return sent
+
+    def _detach(self) -> None:
+        self._consumer = None
+        self._sent = None
+
+    def _setConsumerPaused(self, paused: bool) -> None:
+        self._consumerPaused = paused
+        if not paused:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._keepAll:
+            return
+        while self._chunks and self._consumer is not None and not self._consumerPaused:
+            chunk = self._chunks.popleft()
+            self._buffered -= len(chunk)
+            self._consumer.write(chunk)
+        if self._buffered <= self.highWater // 2:
+            self._resumeIfPaused()
+        if self.complete and not self._chunks and self._sent is not None:
+            sent, self._sent = self._sent, None
+            self._consumer = None
+            self._allSent = True
+            sent.callback(None)
+            waiters, self._sentWaiters = self._sentWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def whenSent(self) -> Deferred:
+        """
+        @return: a Deferred firing once the whole body was written to a
+            consumer.
+        """
+        if self._allSent:
+            return succeed(None)
+        waiter: Deferred = Deferred()
+        self._sentWaiters.append(waiter)
+        return waiter
+
+    def _resumeIfPaused(self) -> None:
+        if self._clientPaused:
+            self._clientPaused = False
+            self._resumeClient()
+
+
+@implementer(IBodyProducer)
+class _StreamProducer:
+    """
+    Streams a L{RequestBodyStream} to one upstream request.
+    """
+
+    def __init__(self, stream: RequestBodyStream) -> None:
+        self._stream = stream
+        self.length = stream.length if stream.length is not None else UNKNOWN_LENGTH
+
+    def startProducing(self, consumer) -> Deferred:
+        return self._stream._attach(consumer)
+
+    def whenSent(self) -> Deferred:
+        """
+        @return: a Deferred firing once the whole body was written.
+        """
+        return self._stream.whenSent()
+
+    def pauseProducing(self):
+        self._stream._setConsumerPaused(True)
+
+    def resumeProducing(self):
+        self._stream._setConsumerPaused(False)
+
+    def stopProducing(self):
+        self._stream._detach()
+
+
 class GatewayRequest(server.Request):
     """
     A request that enforces the site's body size limit while the body
-    arrives and adds no default headers of its own.
+    arrives, adds no default headers of its own, and (on a site that streams
+    request bodies) is processed as soon as its headers arrived, its body
+    then arriving through L{bodyStream}.
+
+    @ivar bodyStream: the L{RequestBodyStream} of a request processed before
+        its body arrived, else L{None}.
     """
 
     defaultContentType = None
+    bodyStream: Optional[RequestBodyStream] = None
     _rejected = False
     _received = 0
 
@@ -134,7 +341,22 @@ class GatewayRequest(server.Request):
         if limit is not None and length is not None and length > limit:
             self._reject(413)
             return
+        streams = getattr(self.channel.site, "streamRequestBodies", False)
+        if streams and (length is None or length > 0):
+            transport = self.channel.transport
+            self.bodyStream = RequestBodyStream(length, transport.pauseProducing, transport.resumeProducing)
+            self.content = None
+            return
         super().gotLength(length)
+
+    def startEarly(self, command: bytes, path: bytes, version: bytes) -> None:
+        """
+        Process this request now, before its body arrived.
+        """
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path, _, query = self.uri.partition(b"?")
+        self.args = http.parse_qs(query, 1) if query else {}
+        self.process()
 
     def handleContentChunk(self, data):
         if self._rejected:
@@ -142,7 +364,13 @@ class GatewayRequest(server.Request):
         self._received += len(data)
         limit = self._maxBodySize()
         if limit is not None and self._received > limit:
+            if self.bodyStream is not None:
+                self.bodyStream.fail(Failure(RequestBodyTooLarge(limit)))
+                return
             self._reject(413)
+            return
+        if self.bodyStream is not None:
+            self.bodyStream.write(data)
             return
         super().handleContentChunk(data)
 
@@ -154,7 +382,32 @@ class GatewayRequest(server.Request):
     def requestReceived(self, command, path, version):
         if self._rejected:
             return
+        if self.bodyStream is not None:
+            self.bodyStream.finish()
+            return
         super().requestReceived(command, path, version)
+
+    def _closeIfBodyUnread(self) -> None:
+        if self.bodyStream is not None and not self.bodyStream.complete and self.channel is not None:
+            # Answered before the body ended: the rest of the body cannot be
+            # told from a next request, so this connection ends here.
+            self.channel.persistent = False
+            if not self.startedWriting:
+                self.responseHeaders.setRawHeaders(b"connection", [b"close"])
+
+    def write(self, data):
+        if not self.startedWriting:
+            self._closeIfBodyUnread()
+        super().write(data)
+
+    def finish(self):
+        self._closeIfBodyUnread()
+        super().finish()
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        if self.bodyStream is not None:
+            self.bodyStream.fail(reason)
 
 
 class GatewayChannel(http.HTTPChannel):
@@ -243,6 +496,18 @@ class GatewayChannel(http.HTTPChannel):
     def allHeadersReceived(self):
         self._stopHeaderTimer()
         super().allHeadersReceived()
+        request = self.requests[-1] if self.requests else None
+        if request is not None and getattr(request, "bodyStream", None) is not None and not self._refused:
+            request.startEarly(self._command, self._path, self._version)
+
+    def allContentReceived(self):
+        if not self.requests or self._refused:
+            return
+        super().allContentReceived()
+
+    def _send100Continue(self):
+        if not self._refused:
+            super()._send100Continue()
 
     def requestDone(self, request):
         super().requestDone(request)
@@ -273,14 +538,18 @@ class GatewaySite(server.Site):
     noisy = False
 
     def __init__(self, resource, reactor, maxBodySize: Optional[int] = None, headerTimeout: float = 60.0,
-                 bodyTimeout: float = 60.0) -> None:
+                 bodyTimeout: float = 60.0, streamRequestBodies: bool = True) -> None:
         """
         @param bodyTimeout: seconds of silence allowed while a request body
             arrives (and on idle connections).
+        @param streamRequestBodies: process requests as soon as their
+            headers arrived and stream their bodies upstream (else Twisted
+            spools each body, to a file past 100 kB, before processing).
         """
         super().__init__(resource, timeout=bodyTimeout, reactor=reactor)
         self.maxBodySize = maxBodySize
         self.headerTimeout = headerTimeout
+        self.streamRequestBodies = streamRequestBodies
 
     def log(self, request):
         """
@@ -404,9 +673,13 @@ class _ProxiedRequest:
         self._upstreamStartedAt: Optional[float] = None
         self._upstreamLatency = 0
         self._proxyLatency = 0
+        self._bodyRefused = False
 
     def start(self) -> None:
         self.request.notifyFinish().addErrback(self._clientLost)
+        stream = getattr(self.request, "bodyStream", None)
+        if stream is not None:
+            stream.whenFailed(self._requestBodyFailed)
         self.generation = self._resource.state.acquire()
         try:
             self._route()
@@ -474,7 +747,7 @@ class _ProxiedRequest:
         if chain is not None:
             yield chain.requestHeaders()
             if exchange.localResponse is None and chain.wantsRequestBody and not self._clientGone:
-                exchange.requestBody = self._readBody()
+                exchange.requestBody = yield self._readBody()
                 yield chain.requestBody()
         if self._clientGone:
             return
@@ -496,6 +769,8 @@ class _ProxiedRequest:
         except CancelledError:
             return
         except Exception as e:
+            if self._bodyRefused:
+                return
             self._log.warn("upstream {service} failed: {error}", service=exchange.service.name, error=e)
             yield self._respondLocal(_errorResponse(502))
             return
@@ -528,16 +803,26 @@ class _ProxiedRequest:
     def _attemptStarted(self) -> None:
         self._upstreamStartedAt = self._clock.seconds()
 
-    def _readBody(self) -> bytes:
+    def _readBody(self) -> Deferred:
+        """
+        @return: a Deferred firing with the whole request body.
+        """
+        stream = getattr(self.request, "bodyStream", None)
+        if stream is not None:
+            return stream.readAll()
         content = self.request.content
         if content is None:
-            return b""
+            return succeed(b"")
         content.seek(0)
         data = content.read()
         content.seek(0)
-        return data
+        return succeed(data)
 
     def _bodyFactory(self) -> Optional[Callable[[], IBodyProducer]]:
+        """
+        @return: what makes the upstream request's body producer (per
+            attempt), or L{None} for a request without a body.
+        """
         exchange = self.exchange
         headers = self.request.requestHeaders
         framed = headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding")
@@ -546,6 +831,9 @@ class _ProxiedRequest:
             if not body and not framed:
                 return None
             return lambda: _BytesProducer(body)
+        stream = getattr(self.request, "bodyStream", None)
+        if stream is not None:
+            return stream.producer
         content = self.request.content
         if content is None:
             return None
@@ -564,6 +852,23 @@ class _ProxiedRequest:
             return FileBodyProducer(content, cooperator=cooperator)
 
         return fromFile
+
+    def _requestBodyFailed(self, reason: Failure) -> None:
+        """
+        The request body will not complete: too large (413 if nothing was
+        answered yet), or the client went away.
+        """
+        if self._ended or self._clientGone:
+            return
+        if self._upstreamPending is not None:
+            pending, self._upstreamPending = self._upstreamPending, None
+            self._bodyRefused = True
+            pending.cancel()
+        if reason.check(RequestBodyTooLarge) and not self.request.startedWriting:
+            self._respondDirect(413, jsonBody(MESSAGES[413]))
+        elif self._gate is not None:
+            self._gate.stop()
+            self._abortClient()
 
     def _upstreamHeaders(self) -> Pairs:
         exchange, request = self.exchange, self.request
