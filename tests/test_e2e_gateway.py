@@ -449,8 +449,9 @@ class BadInputTests(TestCase):
     @defer.inlineCallbacks
     def test_clientDisconnectsMidResponse(self):
         """
-        A client that goes away mid-download cancels the upstream transfer
-        without errors; the gateway keeps serving.
+        A client that goes away mid-download, while waiting for the
+        upstream, or mid-upload cancels the upstream transfer without errors;
+        the gateway keeps serving.
         """
         gateway = yield startGateway(self, ECHO_CONFIG)
         connection = socket.create_connection(("127.0.0.1", gateway.proxyPort), timeout=10)
@@ -462,6 +463,10 @@ class BadInputTests(TestCase):
         delayed.sendall(b"GET /delay/1 HTTP/1.1\r\nHost: x\r\n\r\n")
         yield deferLater(0.2)
         delayed.close()
+        uploading = socket.create_connection(("127.0.0.1", gateway.proxyPort), timeout=10)
+        uploading.sendall(b"POST /anything HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"u" * 10000)
+        yield deferLater(0.2)
+        uploading.close()
         yield deferLater(1.2)
         after = yield fetch("GET", gateway.proxyURL + "/anything")
         self.assertEqual(after.status, 200)

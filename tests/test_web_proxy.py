@@ -646,3 +646,52 @@ class RequestBodyStreamTests(SynchronousTestCase):
         stream.fail(Failure(RequestBodyTooLarge(10)))
         self.failureResultOf(sent, RequestBodyTooLarge)
         self.assertEqual(len(seen), 1)
+
+
+class StreamedBodyForFiltersTests(SynchronousTestCase):
+    """
+    A chain that wants the request body gets it whole even when it arrives
+    after the headers were processed.
+    """
+
+    def test_wholeBodyForChain(self):
+        bodies = []
+
+        def replace(exchange):
+            bodies.append(exchange.requestBody)
+            exchange.requestBody = b"new"
+
+        clock = MemoryReactorClock()
+        agent = CapturingAgent()
+        plan = ScriptedPlan(wantsRequestBody=True, onRequestBody=replace)
+        state = GatewayState(generationFor(plan=plan))
+        resource = ProxyResource(state, UpstreamClient(clock, agentFactory=lambda t: agent), clock)
+        channel = GatewaySite(resource, clock).buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+        self.assertEqual((bodies, agent.requests), ([], []))
+        channel.dataReceived(b"def")
+        self.assertEqual(bodies, [b"abcdef"])
+        producer = agent.requests[0][2]
+        collector = _Collector()
+        self.successResultOf(producer.startProducing(collector))
+        self.assertEqual((producer.length, collector.data), (3, [b"new"]))
+
+    def test_clientGoneMidBody(self):
+        """
+        A client that disconnects mid-body cancels the upstream request and
+        ends the chain once.
+        """
+        clock = MemoryReactorClock()
+        agent = SilentAgent()
+        plan = ScriptedPlan()
+        state = GatewayState(generationFor(plan=plan))
+        resource = ProxyResource(state, UpstreamClient(clock, agentFactory=lambda t: agent), clock)
+        channel = GatewaySite(resource, clock).buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(agent.cancelled, 1)
+        self.assertEqual(plan.chains[0].calls.count("finish"), 1)
+        self.assertEqual(state.inFlight, 0)
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -1,8 +1,9 @@
 """
-The reverse proxy: the site clients talk to. Each request is routed, run
-through its filter chain (L{IChainRun}) and forwarded to its service; the
-response streams back with backpressure, through the chain when a filter
-wants it.
+The reverse proxy: the site clients talk to. Each request is routed as
+soon as its headers arrived, run through its filter chain (L{IChainRun})
+and forwarded to its service; its body streams upstream as it arrives
+(read whole first only when a filter wants it), and the response streams
+back, both with backpressure, through the chain when a filter wants it.
 
 Also the HTTP front end's defences: bad request lines and headers (400),
 oversized headers (431), oversized bodies (413), slow clients (header and
