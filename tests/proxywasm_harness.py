@@ -327,3 +327,55 @@ def bothRuntimes(mixin, globalsDict) -> None:
         name = base + runtimeName.capitalize()
         globalsDict[name] = type(name, (mixin, SynchronousTestCase), {"runtimeName": runtimeName,
                                                                      "__module__": globalsDict["__name__"]})
+
+
+class HttpHarness:
+    """
+    Real filters behind the real proxy resource, in memory: a
+    L{treq.testing.StubTreq} client talks HTTP to
+    L{twistgate.web.proxy.ProxyResource}, whose upstream is the built-in
+    echo resource (or another) reached through a
+    L{treq.testing.RequestTraversalAgent}; filters' HTTP calls go through
+    C{callAgent}.
+    """
+
+    def __init__(self, testCase, runtimeName: str, configText: str, callAgent=None,
+                 upstreamResource=None) -> None:
+        from treq.testing import RequestTraversalAgent, StubTreq
+        from twistgate.gateway.router import Router
+        from twistgate.gateway.state import GatewayState, Generation
+        from twistgate.gateway.upstream import UpstreamClient
+        from twistgate.web.echo import EchoResource
+        from twistgate.web.proxy import ProxyResource
+
+        self.testCase = testCase
+        self.clock = task.Clock()
+        filters = discoverFilters(FILTERS)
+        self.config = loadConfigText(configText, "test.yml", filters)
+        self.planner = ChainPlanner(getRuntime(runtimeName), filters, self.clock, callAgent,
+                                    cacheDirectory=CACHE)
+        self.plan = self.planner.build(self.config)
+        testCase.addCleanup(self.plan.stop)
+        self.callAgent = callAgent
+        self.upstreamAgent = RequestTraversalAgent(upstreamResource or EchoResource(self.clock))
+        state = GatewayState(Generation(self.config, Router(self.config), self.plan))
+        upstream = UpstreamClient(self.clock, agentFactory=lambda timeout: self.upstreamAgent)
+        self.client = StubTreq(ProxyResource(state, upstream, self.clock))
+
+    def settle(self) -> None:
+        for _ in range(6):
+            self.client.flush()
+            self.upstreamAgent.flush()
+            if hasattr(self.callAgent, "flush"):
+                self.callAgent.flush()
+
+    def request(self, method: str, url: str, **kwargs):
+        """
+        @return: C{(response, body)} once the exchange completed.
+        """
+        pending = self.client.request(method, "http://gateway.test" + url, **kwargs)
+        self.settle()
+        response = self.testCase.successResultOf(pending)
+        body = self.client.content(response)
+        self.settle()
+        return response, self.testCase.successResultOf(body)
