@@ -83,6 +83,21 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(HOSTCALLS_BY_NAME["proxy_log"].versions, {"0.1.0", "0.2.0", "0.2.1"})
 
 
+class CapabilityTableTests(SynchronousTestCase):
+    """
+    C{docs/capabilities.md} names every hostcall of the table.
+    """
+
+    def test_everyHostcallDocumented(self):
+        import os
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                            "capabilities.md")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        missing = [hostcall.name for hostcall in HOSTCALLS if "`{}`".format(hostcall.name) not in text]
+        self.assertEqual(missing, [])
+
+
 class _FakeVM:
     filterName = "fake"
 
