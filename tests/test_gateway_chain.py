@@ -46,6 +46,16 @@ class CompositionMixin(RuntimeMixin):
         result = self.respond(harness)
         self.assertEqual(result.headerValues(b"x-proxy-wasm"), [b"service", b"route"])
 
+    def test_disabledChain(self):
+        """
+        A disabled chain contributes nothing; the other chain still runs.
+        """
+        text = routeConfig(appends("route"), serviceEntries=(appends("service"),)).replace(
+            "      - name: service-chain\n", "      - name: service-chain\n        enabled: false\n")
+        harness = self.harness(text)
+        self.assertFalse(harness.config.filterChains[-1].enabled and harness.config.filterChains[0].enabled)
+        self.assertEqual(self.respond(harness).headerValues(b"x-proxy-wasm"), [b"route"])
+
     def test_sameFilterTwice(self):
         """
         One filter used twice with different configurations gets two root
