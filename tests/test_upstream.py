@@ -48,7 +48,7 @@ class UpstreamClientTests(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.completer = ConnectionCompleter(self.reactor)
         self.upstream = _Recorder()
-        self.reactor.listenTCP(8080, Site(self.upstream))
+        self.reactor.listenTCP(8080, Site(self.upstream, reactor=self.reactor))
         self.client = UpstreamClient(self.reactor)
 
     def test_sendsRequestToService(self):

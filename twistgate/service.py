@@ -64,6 +64,18 @@ class GatewaySettings:
     drainTimeout: float = 10.0
 
 
+class _QuietSite(Site):
+    """
+    A site that logs neither its start nor its requests (the built-in echo
+    upstream: the proxy's access log already shows its traffic).
+    """
+
+    noisy = False
+
+    def log(self, request):
+        pass
+
+
 def discoverInstalledFilters(settings: GatewaySettings) -> Dict[str, FilterFile]:
     """
     The filters installed in C{settings.filtersPath}; none when the default
@@ -128,8 +140,7 @@ class GatewayService(MultiService):
             bodyTimeout=settings.bodyTimeout)
         self.adminSite = Site(AdminResource(self, reactor, metrics=metrics), reactor=reactor)
         self.adminSite.noisy = False
-        self.echoSite = Site(EchoResource(reactor), reactor=reactor)
-        self.echoSite.noisy = False
+        self.echoSite = _QuietSite(EchoResource(reactor), reactor=reactor)
         for endpoints, site in ((settings.echoListen, self.echoSite), (settings.proxyListen, self.proxySite),
                                 (settings.adminListen, self.adminSite)):
             for description in endpoints:
