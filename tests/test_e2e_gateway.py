@@ -8,6 +8,7 @@ import base64
 import os
 import socket
 
+import twisted.test
 from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
@@ -265,6 +266,28 @@ def reloadUnderLoad(testCase, gateway, text, paths=("/delay/0.2", "/anything/1",
     status = (yield fetch("GET", gateway.adminURL + "/status")).json()
     testCase.assertGreaterEqual(status["configuration_generation"], 11)
     testCase.assertNotIn("Traceback", gateway.logText())
+
+
+class TLSListenerTests(TestCase):
+    """
+    A Twisted C{ssl:} endpoint string is all TLS takes.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_httpsProxyListener(self):
+        """
+        The proxy serves HTTPS on an C{ssl:} endpoint; the upstream sees
+        C{X-Forwarded-Proto: https}.
+        """
+        certificate = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        port = freePort()
+        yield startGateway(self, ECHO_CONFIG, extraArgs=[
+            "--proxy-listen", "ssl:%d:interface=127.0.0.1:privateKey=%s" % (port, certificate)])
+        response = yield fetch("GET", "https://127.0.0.1:%d/anything" % (port,))
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.json()["headers"]["x-forwarded-proto"], "https")
 
 
 class StreamingTests(TestCase):
