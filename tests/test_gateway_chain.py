@@ -117,6 +117,20 @@ class CompositionMixin(RuntimeMixin):
         self.assertIn("proxy_on_log", names)
         self.assertTrue(all(seconds >= 0 for _, _, seconds in observed))
 
+    def test_stopEndsRootContexts(self):
+        """
+        Stopping a plan ends each root context with on_done and on_delete.
+        """
+        observed = []
+        harness = self.harness(routeConfig(appends("a"), appends("b")))
+        harness.planner.phaseObserver = lambda name, callback, seconds: observed.append(callback)
+        plan = harness.planner.build(harness.config)
+        del observed[:]
+        plan.stop()
+        self.assertEqual(observed, ["proxy_on_done", "proxy_on_delete"] * 2)
+        plan.stop()
+        self.assertEqual(len(observed), 4)
+
     def test_rejectedConfiguration(self):
         """
         A filter whose on_configure returns false fails the plan with a

@@ -344,14 +344,26 @@ class ProxyWasmVM:
 
     def stop(self) -> None:
         """
-        Stop timers, queue notifications and pending HTTP calls.
+        Stop timers, queue notifications and pending HTTP calls, then end
+        the root contexts (C{on_done}, C{on_delete}) of a live instance.
         """
-        self.stopped = True
+        if self.stopped:
+            return
         for root in self.roots:
             root.stop()
         for call in list(self.pendingCalls.values()):
             call.cancel()
         self.pendingCalls.clear()
+        if self.instance is not None and self.trapped is None and not self.busy:
+            for root in self.roots:
+                try:
+                    for name in ("proxy_on_done", "proxy_on_delete"):
+                        self.callWithContext(root, name, root.contextId)
+                except WasmTrap as trap:
+                    self.log.error("filter {filter} trapped ending root context #{contextId}: {trap}",
+                                   filter=self.filterName, contextId=root.contextId, trap=trap.message)
+                    break
+        self.stopped = True
 
     # Traps and backoff.
 
