@@ -322,14 +322,19 @@ def runTwistgate(args: Sequence[str], env: Optional[Dict[str, str]] = None) -> d
                                          result[1].decode("utf-8", "replace")))
 
 
-class _TrackedConnection(ProtocolWrapper):
+class TrackedConnection(ProtocolWrapper):
     def connectionLost(self, reason):
         ProtocolWrapper.connectionLost(self, reason)
         self.factory.lost(self)
 
 
-class _TrackingFactory(WrappingFactory):
-    protocol = _TrackedConnection
+class TrackingFactory(WrappingFactory):
+    """
+    Wraps a server factory to track its connections, so that a test can
+    close them all and wait until they are gone (L{closeAll}).
+    """
+
+    protocol = TrackedConnection
 
     def __init__(self, wrapped: Factory) -> None:
         super().__init__(wrapped)
@@ -342,6 +347,9 @@ class _TrackingFactory(WrappingFactory):
                 waiter.callback(None)
 
     def closeAll(self) -> defer.Deferred:
+        """
+        Abort every connection. @return: a Deferred firing once all are lost.
+        """
         if not self.protocols:
             return defer.succeed(None)
         waiter: defer.Deferred = defer.Deferred()
@@ -369,7 +377,7 @@ def startUpstream(testCase, resource) -> UpstreamServer:
     Serve C{resource} with twisted.web on a free loopback port until
     C{testCase} ends (its connections are then closed).
     """
-    factory = _TrackingFactory(Site(resource))
+    factory = TrackingFactory(Site(resource))
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
 
     @defer.inlineCallbacks
@@ -403,4 +411,4 @@ def rawExchange(port: int, data: bytes, readTimeout: float = 10.0, shutdownWrite
 
 
 __all__ = ["startGateway", "GatewayProcess", "fetch", "fetchBlocking", "FetchResult", "runTwistgate",
-           "startUpstream", "UpstreamServer", "rawExchange", "freePort", "deferLater"]
+           "startUpstream", "UpstreamServer", "TrackingFactory", "rawExchange", "freePort", "deferLater"]

@@ -14,6 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from tests.e2e import (
+    TrackingFactory,
     REPOSITORY,
     deferLater,
     fetch,
@@ -428,6 +429,11 @@ class _CutShort(Protocol):
             self._cut.cancel()
 
 
+class _Stall(Protocol):
+    def dataReceived(self, data):
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"s" * 1000)
+
+
 class BadInputTests(TestCase):
     """
     Bad clients and bad upstreams get clean answers and do not hurt the
@@ -501,12 +507,17 @@ class BadInputTests(TestCase):
     def test_badUpstreams(self):
         """
         An upstream answering garbage gives 502; one that resets mid-body
-        cuts the client's response short; neither poisons the pool.
+        cuts the client's response short, and so does one that stalls
+        mid-body past its read timeout; none poisons the pool.
         """
         garbage = reactor.listenTCP(0, Factory.forProtocol(_Garbage), interface="127.0.0.1")
         self.addCleanup(garbage.stopListening)
         cut = reactor.listenTCP(0, Factory.forProtocol(_CutShort), interface="127.0.0.1")
         self.addCleanup(cut.stopListening)
+        stallFactory = TrackingFactory(Factory.forProtocol(_Stall))
+        stall = reactor.listenTCP(0, stallFactory, interface="127.0.0.1")
+        self.addCleanup(stallFactory.closeAll)
+        self.addCleanup(stall.stopListening)
         config = ECHO_CONFIG + """\
   - name: garbage
     url: http://127.0.0.1:%d
@@ -516,7 +527,12 @@ class BadInputTests(TestCase):
     url: http://127.0.0.1:%d
     routes:
       - paths: ["/cut"]
-""" % (garbage.getHost().port, cut.getHost().port)
+  - name: stall
+    url: http://127.0.0.1:%d
+    read_timeout: 500
+    routes:
+      - paths: ["/stall"]
+""" % (garbage.getHost().port, cut.getHost().port, stall.getHost().port)
         gateway = yield startGateway(self, config)
         bad = yield fetch("GET", gateway.proxyURL + "/garbage")
         self.assertEqual(bad.status, 502)
@@ -525,6 +541,11 @@ class BadInputTests(TestCase):
         head, _, body = truncated.partition(b"\r\n\r\n")
         self.assertIn(b"200 OK", head)
         self.assertLess(len(body), 100000)
+        stalled = yield threads.deferToThread(
+            rawExchange, gateway.proxyPort, b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = stalled.partition(b"\r\n\r\n")
+        self.assertIn(b"200 OK", head)
+        self.assertEqual(body, b"s" * 1000)
         for _ in range(3):
             self.assertEqual((yield fetch("GET", gateway.proxyURL + "/anything")).status, 200)
 

@@ -502,6 +502,20 @@ class FrontEndTests(SynchronousTestCase):
         self.assertTrue(self.statusOf(transport).startswith(b"HTTP/1.1 408 "))
         self.assertTrue(transport.disconnecting)
 
+    def test_bodyTimeout(self):
+        """
+        A client that stops sending its body for longer than the body
+        timeout is disconnected and the upstream request cancelled.
+        """
+        self.site.timeOut = 30
+        channel, transport = self.send(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\nabc")
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(2)
+        self.assertTrue(transport.disconnecting)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.upstreamCalls.cancelled, 1)
+
     def test_idleConnectionClosedSilently(self):
         """
         A connection that never sends anything is closed without a response
