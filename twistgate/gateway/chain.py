@@ -122,7 +122,8 @@ class ChainPlanner:
                 continue
             for entryIndex, entry in enumerate(chain.filters):
                 if entry.enabled:
-                    location = "filter_chains[{}].filters[{}]".format(chainIndex, entryIndex)
+                    chainLocation = getattr(chain, "location", None) or "filter_chains[{}]".format(chainIndex)
+                    location = "{}.filters[{}]".format(chainLocation, entryIndex)
                     wanted.append((location, chain, entry))
                     envs.setdefault(entry.name, {}).update(entry.env)
         errors = []
