@@ -709,3 +709,37 @@ class StreamedBodyForFiltersTests(SynchronousTestCase):
         self.assertEqual(plan.chains[0].calls.count("finish"), 1)
         self.assertEqual(state.inFlight, 0)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def streamingChannel(self, plan, maxBodySize=None):
+        clock = MemoryReactorClock()
+        self.agent = SilentAgent()
+        self.state = GatewayState(generationFor(plan=plan))
+        resource = ProxyResource(self.state, UpstreamClient(clock, agentFactory=lambda t: self.agent), clock)
+        channel = GatewaySite(resource, clock, maxBodySize=maxBodySize).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def test_tooLargeWhileFilterWaits(self):
+        """
+        A chunked body passing the limit while a filter waits for it is
+        answered 413, with no error logged.
+        """
+        plan = ScriptedPlan(wantsRequestBody=True)
+        channel, transport = self.streamingChannel(plan, maxBodySize=10)
+        channel.dataReceived(b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"8\r\n12345678\r\n8\r\n12345678\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertEqual(self.agent.attempts, [])
+        self.assertEqual(plan.chains[0].calls, ["requestHeaders", "finish"])
+        self.assertEqual(self.state.inFlight, 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_clientGoneWhileFilterWaits(self):
+        plan = ScriptedPlan(wantsRequestBody=True)
+        channel, _ = self.streamingChannel(plan)
+        channel.dataReceived(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(plan.chains[0].calls, ["requestHeaders", "finish"])
+        self.assertEqual(self.state.inFlight, 0)
+        self.assertEqual(self.flushLoggedErrors(), [])

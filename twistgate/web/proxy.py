@@ -733,7 +733,9 @@ class _ProxiedRequest:
         self._proxy().addErrback(self._unexpected)
 
     def _unexpected(self, failure) -> None:
-        if failure.check(CancelledError) and self._clientGone:
+        if self._clientGone or self._ended:
+            # The request already ended (client gone, body refused): what
+            # failed was waiting for it.
             self._end()
             return
         self._log.failure("proxying {uri}", failure, uri=self.request.uri)
@@ -1026,7 +1028,7 @@ class _ProxiedRequest:
                 body = local.body
         if chain is not None:
             body = yield chain.responseBody(body, True)
-        if self._clientGone:
+        if self._clientGone or self._ended:
             return
         pairs = [(n, v) for n, v in exchange.responseHeaders if n != b"content-length"]
         pairs.append((b"content-length", b"%d" % len(body)))
@@ -1039,7 +1041,7 @@ class _ProxiedRequest:
         """
         Answer before any chain exists (no route, internal error).
         """
-        if self._clientGone:
+        if self._clientGone or self._ended:
             return
         request = self.request
         self._writeHead(status, None, [(b"content-type", b"application/json; charset=utf-8"),
