@@ -3,6 +3,7 @@ Tests for L{twistgate.gateway.upstream}: the real L{Agent} over a
 L{MemoryReactorClock}, connections completed or refused with L{iosim}.
 """
 
+from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.test.iosim import ConnectionCompleter
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,7 +12,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from twistgate.config.model import Service
-from twistgate.gateway.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
+from twistgate.gateway.upstream import UpstreamClient, UpstreamError, UpstreamTimeout, _NoDelayEndpoint
 
 
 class _Recorder(Resource):
@@ -158,3 +159,26 @@ class UpstreamClientTests(SynchronousTestCase):
         self.reactor.advance(1.1)
         pump.flush()
         self.failureResultOf(second, UpstreamTimeout)
+
+
+class NoDelayTests(SynchronousTestCase):
+    """
+    Upstream connections disable Nagle's algorithm.
+    """
+
+    def test_endpointSetsNoDelay(self):
+        class Transport:
+            noDelay = False
+
+            def setTcpNoDelay(self, enabled):
+                self.noDelay = enabled
+
+        class Protocol:
+            transport = Transport()
+
+        class Endpoint:
+            def connect(self, factory):
+                return succeed(Protocol())
+
+        protocol = self.successResultOf(_NoDelayEndpoint(Endpoint()).connect(None))
+        self.assertTrue(protocol.transport.noDelay)

@@ -20,6 +20,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
@@ -75,7 +76,28 @@ class _ServiceEndpointFactory:
             endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._connectTimeout)
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
-        return endpoint
+        return _NoDelayEndpoint(endpoint)
+
+
+@implementer(IStreamClientEndpoint)
+class _NoDelayEndpoint:
+    """
+    An endpoint whose TCP connections send small writes at once (no
+    Nagle): a request's head and body go out as separate writes, and
+    waiting for the peer's delayed ACK would add tens of milliseconds.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def connect(self, protocolFactory):
+        def noDelay(protocol):
+            setTcpNoDelay = getattr(protocol.transport, "setTcpNoDelay", None)
+            if setTcpNoDelay is not None:
+                setTcpNoDelay(True)
+            return protocol
+
+        return self._endpoint.connect(protocolFactory).addCallback(noDelay)
 
 
 class UpstreamClient:
