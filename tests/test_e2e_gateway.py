@@ -11,7 +11,9 @@ import socket
 import twisted.test
 from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import DefaultOpenSSLContextFactory
 from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
 
 from tests.e2e import (
     TrackingFactory,
@@ -710,3 +712,37 @@ class WasmtimeWalkthroughTests(WalkthroughMixin, TestCase):
 
 class WasmerWalkthroughTests(WalkthroughMixin, TestCase):
     vm = "wasmer"
+
+
+class TLSUpstreamTests(TestCase):
+    """
+    An https service is reached over TLS; as in Kong, its certificate is
+    not verified by default.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_selfSignedUpstream(self):
+        certificate = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        factory = TrackingFactory(Site(EchoResource(reactor)))
+        port = reactor.listenSSL(0, factory, DefaultOpenSSLContextFactory(certificate, certificate),
+                                 interface="127.0.0.1")
+
+        @defer.inlineCallbacks
+        def stop():
+            yield port.stopListening()
+            yield factory.closeAll()
+
+        self.addCleanup(stop)
+        config = ECHO_CONFIG + """\
+  - name: secure
+    url: https://localhost:%d/base
+    routes:
+      - paths: ["/secure"]
+""" % (port.getHost().port,)
+        gateway = yield startGateway(self, config)
+        response = yield fetch("GET", gateway.proxyURL + "/secure/x")
+        self.assertEqual(response.status, 200, response.body)
+        self.assertEqual(response.json()["path"], "/base/x")
+        self.assertEqual(response.json()["headers"]["host"], "localhost:%d" % (port.getHost().port,))

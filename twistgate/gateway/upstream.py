@@ -7,20 +7,21 @@ on connection failures.
 import ipaddress
 from typing import Callable, Dict, List, Optional, Tuple
 
+from OpenSSL import SSL
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.protocol import Protocol
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
@@ -75,8 +76,30 @@ class _ServiceEndpointFactory:
         else:
             endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._connectTimeout)
         if uri.scheme == b"https":
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+            endpoint = wrapClientTLS(_UnverifiedTLS(host, sni=version is None), endpoint)
         return _NoDelayEndpoint(endpoint)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _UnverifiedTLS:
+    """
+    TLS to an upstream without verifying its certificate, as Kong does by
+    default (a service's C{tls_verify} is off unless set): upstreams behind
+    a gateway commonly use private or self-signed certificates. The host
+    name is sent as SNI.
+    """
+
+    def __init__(self, host: str, sni: bool) -> None:
+        self._context = CertificateOptions(verify=False).getContext()
+        self._serverName = host.encode("idna") if sni else None
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        if self._serverName is not None:
+            connection.set_tlsext_host_name(self._serverName)
+        connection.set_connect_state()
+        return connection
 
 
 @implementer(IStreamClientEndpoint)
