@@ -51,6 +51,9 @@ services:
     routes:
       - name: root
         paths: ["/root"]
+      - name: secure-only
+        paths: ["/secure"]
+        protocols: ["https"]
 """
 
 
@@ -233,6 +236,14 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual(response.code, 404)
         self.assertEqual(json.loads(body), {"message": "no Route matched with those values"})
         self.assertEqual(self.harness.state.inFlight, 0)
+
+    def test_httpsOnlyRoute(self):
+        """
+        Plain HTTP to a route that takes only HTTPS gets Kong's 426.
+        """
+        response, body = self.harness.request(self, "GET", "http://gw.example/secure")
+        self.assertEqual(response.code, 426)
+        self.assertEqual(json.loads(body), {"message": "Please use HTTPS protocol"})
 
     def test_upstreamStatusAndBody(self):
         """

@@ -702,6 +702,12 @@ class _ProxiedRequest:
             request.method.decode("latin-1"), hostHeader.decode("latin-1"), path.decode("latin-1"), headerMap,
             scheme=scheme.decode("ascii"), port=getattr(local, "port", None))
         if match is None:
+            if scheme == b"http" and self.generation.router.match(
+                    request.method.decode("latin-1"), hostHeader.decode("latin-1"), path.decode("latin-1"),
+                    headerMap, scheme="https", port=getattr(local, "port", None)) is not None:
+                # A route for HTTPS only (Kong's https_redirect_status_code).
+                self._respondDirect(426, jsonBody("Please use HTTPS protocol"))
+                return
             self._respondDirect(404, jsonBody(NO_ROUTE))
             return
         service = match.service
