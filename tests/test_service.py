@@ -175,3 +175,17 @@ class GatewayServiceTests(SynchronousTestCase):
         self.assertNoResult(stopped)
         self.reactor.advance(2)
         self.successResultOf(stopped)
+
+    def test_echoStopsAfterDrain(self):
+        """
+        The built-in echo upstream keeps listening while requests in flight
+        finish (they may be going to it).
+        """
+        gateway = self.gateway(drainTimeout=10)
+        gateway.startService()
+        running = gateway.state.acquire()
+        gateway.stopService()
+        self.assertTrue(gateway.echoListeners.running)
+        self.assertFalse(gateway.running)
+        gateway.state.release(running)
+        self.assertFalse(gateway.echoListeners.running)

@@ -141,8 +141,12 @@ class GatewayService(MultiService):
         self.adminSite = Site(AdminResource(self, reactor, metrics=metrics), reactor=reactor)
         self.adminSite.noisy = False
         self.echoSite = _QuietSite(EchoResource(reactor), reactor=reactor)
-        for endpoints, site in ((settings.echoListen, self.echoSite), (settings.proxyListen, self.proxySite),
-                                (settings.adminListen, self.adminSite)):
+        # The echo upstream is started first and stopped last, after the
+        # requests in flight (which may be going to it) finished.
+        self.echoListeners = MultiService()
+        for description in settings.echoListen:
+            strports.service(description, self.echoSite, reactor=reactor).setServiceParent(self.echoListeners)
+        for endpoints, site in ((settings.proxyListen, self.proxySite), (settings.adminListen, self.adminSite)):
             for description in endpoints:
                 strports.service(description, site, reactor=reactor).setServiceParent(self)
 
@@ -241,6 +245,7 @@ class GatewayService(MultiService):
         return generation
 
     def startService(self) -> None:
+        self.echoListeners.startService()
         super().startService()
         if self._handleSignals and hasattr(signal, "SIGHUP"):
             self._previousHandlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._sighup)
@@ -259,7 +264,8 @@ class GatewayService(MultiService):
     def stopService(self):
         """
         Stop listening, let in-flight requests finish (at most
-        C{drainTimeout} seconds), then release the configuration.
+        C{drainTimeout} seconds), then stop the echo upstream and release
+        the configuration.
         """
         for signum, handler in self._previousHandlers.items():
             signal.signal(signum, handler)
@@ -275,6 +281,7 @@ class GatewayService(MultiService):
             except DeferredTimeout:
                 self._log.warn("{count} requests still in flight after {seconds} s; stopping anyway",
                                count=self.state.inFlight, seconds=self.settings.drainTimeout)
+        yield self.echoListeners.stopService()
         yield self.upstream.close()
         self.state.stop()
         for closer in self._closers:
