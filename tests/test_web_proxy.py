@@ -527,6 +527,18 @@ class FrontEndTests(SynchronousTestCase):
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.upstreamCalls.cancelled, 1)
 
+    def test_closeIdleConnections(self):
+        """
+        On stop, idle connections close at once; busy ones close after
+        their response.
+        """
+        idle, idleTransport = self.send(b"")
+        busy, busyTransport = self.send(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.site.closeIdleConnections()
+        self.assertTrue(idleTransport.disconnecting)
+        self.assertFalse(busyTransport.disconnecting)
+        self.assertFalse(busy.persistent)
+
     def test_idleConnectionClosedSilently(self):
         """
         A connection that never sends anything is closed without a response

@@ -271,6 +271,7 @@ class GatewayService(MultiService):
             signal.signal(signum, handler)
         self._previousHandlers = {}
         yield super().stopService()
+        self.proxySite.closeIdleConnections()
         inFlight = self.state.inFlight
         if inFlight:
             self._log.info("waiting for {count} requests in flight", count=inFlight)

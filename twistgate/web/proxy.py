@@ -424,6 +424,7 @@ class GatewayChannel(http.HTTPChannel):
 
     def connectionMade(self):
         super().connectionMade()
+        self.site.channels.add(self)
         self._startHeaderTimer()
 
     def _startHeaderTimer(self) -> None:
@@ -519,6 +520,7 @@ class GatewayChannel(http.HTTPChannel):
         self.refuse(400)
 
     def connectionLost(self, reason):
+        self.site.channels.discard(self)
         self._stopHeaderTimer()
         lingering = getattr(self, "_lingering", None)
         if lingering is not None and lingering.active():
@@ -532,6 +534,7 @@ class GatewaySite(server.Site):
 
     @ivar maxBodySize: largest request body accepted (bytes), or L{None}.
     @ivar headerTimeout: seconds a client has to send a request's headers.
+    @ivar channels: the open connections.
     """
 
     protocol = GatewayChannel
@@ -551,6 +554,18 @@ class GatewaySite(server.Site):
         self.maxBodySize = maxBodySize
         self.headerTimeout = headerTimeout
         self.streamRequestBodies = streamRequestBodies
+        self.channels = set()
+
+    def closeIdleConnections(self) -> None:
+        """
+        On stop: close the connections waiting for a next request, and have
+        the busy ones close after their current response.
+        """
+        for channel in list(self.channels):
+            if channel.requests:
+                channel.persistent = False
+            else:
+                channel.loseConnection()
 
     def log(self, request):
         """
@@ -933,6 +948,9 @@ class _ProxiedRequest:
         for name, value in pairs:
             if name not in drop:
                 request.responseHeaders.addRawHeader(name, value)
+        channel = getattr(request, "channel", None)
+        if channel is not None and getattr(channel, "persistent", True) is False:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
         if proxied:
             request.responseHeaders.addRawHeader(b"via", VIA)
             request.responseHeaders.setRawHeaders(b"x-kong-upstream-latency", [b"%d" % self._upstreamLatency])
