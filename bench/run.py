@@ -686,8 +686,9 @@ def table(measurements: List[Measurement]) -> str:
 
 def chart(measurements: List[Measurement], path: str, title: str) -> None:
     """
-    A horizontal bar chart of requests/s with p99 latency in the labels;
-    C{title} describes the machine and the load.
+    Two horizontal bar charts side by side: requests/s (with p99 latency)
+    and the proxy's CPU time per request; C{title} describes the machine
+    and the load.
     """
     import matplotlib
 
@@ -695,18 +696,32 @@ def chart(measurements: List[Measurement], path: str, title: str) -> None:
     from matplotlib import pyplot
 
     shown = [m for m in measurements if not m.note]
-    figure, axes = pyplot.subplots(figsize=(9, 0.5 * len(shown) + 1.5))
+    figure, (throughput, cpu) = pyplot.subplots(
+        1, 2, figsize=(13, 0.45 * len(shown) + 1.8), sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     labels = [m.label for m in shown]
-    values = [m.requestsPerSecond for m in shown]
     colours = ["#888888" if m.key in ("nginx", "peer") else "#2a7ab0" for m in shown]
-    bars = axes.barh(labels, values, color=colours)
-    axes.invert_yaxis()
-    axes.set_xlabel("requests/s (higher is better)")
-    axes.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=8)
-    for bar, m in zip(bars, shown):
-        axes.text(bar.get_width() + max(values) * 0.01, bar.get_y() + bar.get_height() / 2,
-                  f"{m.requestsPerSecond:,.0f}/s  p99 {m.p99Ms:.1f} ms", va="center", fontsize=8)
-    axes.set_xlim(right=max(values or [1]) * 1.4)
+    panels = (
+        (throughput, [m.requestsPerSecond for m in shown], "requests/s (higher is better)",
+         [f"{m.requestsPerSecond:,.0f}/s  p99 {m.p99Ms:.0f} ms" for m in shown]),
+        (cpu, [m.cpuMicrosPerRequest for m in shown], "proxy CPU µs per request (lower is better)",
+         [f"{m.cpuMicrosPerRequest:,.0f} µs" for m in shown]),
+    )
+    for axes, values, xlabel, texts in panels:
+        bars = axes.barh(labels, values, color=colours)
+        axes.set_xlabel(xlabel)
+        top = max(values or [1]) or 1
+        for bar, text in zip(bars, texts):
+            gap = bar.get_width() * 0.08 if axes is throughput else top * 0.01
+            axes.text(bar.get_width() + gap, bar.get_y() + bar.get_height() / 2, text,
+                      va="center", fontsize=7)
+        axes.set_xlim(right=top * 1.45)
+    rates = [m.requestsPerSecond for m in shown if m.requestsPerSecond > 0]
+    if rates:
+        throughput.set_xscale("log")
+        throughput.set_xlim(left=min(rates) / 4, right=max(rates) * 6)
+        throughput.set_xlabel("requests/s, log scale (higher is better)")
+    throughput.invert_yaxis()
+    figure.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
