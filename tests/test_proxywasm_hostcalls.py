@@ -85,13 +85,12 @@ class TableTests(SynchronousTestCase):
 
 class CapabilityTableTests(SynchronousTestCase):
     """
-    C{docs/capabilities.md} names every hostcall of the table.
+    The README's capability table names every hostcall of the table.
     """
 
     def test_everyHostcallDocumented(self):
         import os
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
-                            "capabilities.md")
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
         with open(path, encoding="utf-8") as f:
             text = f.read()
         missing = [hostcall.name for hostcall in HOSTCALLS if "`{}`".format(hostcall.name) not in text]
