@@ -3,10 +3,12 @@ C{twistd twistgate}: command-line options (with Kong's environment
 variables as fallbacks) and the service they make.
 """
 
+import math
 import os
 import sys
 from typing import Mapping, Optional, Tuple
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from twistgate.config.errors import ConfigError
@@ -16,7 +18,13 @@ DEFAULT_ADMIN_LISTEN = "tcp:8001:interface=127.0.0.1"
 DEFAULT_ECHO_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_FILTERS_PATH = "filters"
 DEFAULT_MAX_BODY_SIZE = 8 * 1024 * 1024
+DEFAULT_FILTER_MEMORY_LIMIT = "256m"
+DEFAULT_FILTER_DEADLINE = 1.0
+#: The largest linear memory a 32-bit Wasm guest can have.
+WASM32_MAX_MEMORY = 4 * 1024 ** 3
 VMS = ("wasmtime", "wasmer")
+
+log = Logger(namespace="twistgate.tap")
 
 _ENDPOINT_TYPES = frozenset(["tcp", "tcp6", "ssl", "tls", "unix", "systemd", "ssl6", "tor", "onion", "stdio"])
 _DISABLED = frozenset(["off", "none"])
@@ -77,6 +85,22 @@ def _size(value: str) -> int:
     return int(number) * factor
 
 
+def _seconds(value: str, option: str) -> float:
+    """
+    Parse a finite, non-negative number of seconds.
+
+    @param option: the option's name, for the message.
+    @raise usage.UsageError: naming the option and the value.
+    """
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise usage.UsageError("%s: %r is not a number of seconds (0 or more)" % (option, value))
+    return seconds
+
+
 class Options(usage.Options):
     """
     C{twistd twistgate} options. Kong's environment variables fill in
@@ -111,6 +135,17 @@ class Options(usage.Options):
         ["workers", None, 0, "Run N worker processes sharing the listening sockets (0: serve in this process)",
          int],
         ["workers-balance", None, "shared", "How workers share a port: shared (one accept queue) or reuseport"],
+        ["filter-memory-limit", None, DEFAULT_FILTER_MEMORY_LIMIT,
+         "Cap on each filter instance's linear memory (e.g. 64m, 1g; at most 4g); growing past it fails"],
+        ["filter-deadline", None, str(DEFAULT_FILTER_DEADLINE),
+         "Seconds of CPU one guest call may run before it is stopped as a trap (0: no deadline;"
+         " enforced on wasmtime only)"],
+        ["filter-max-traps", None, "5", "Traps within --filter-trap-window that put a filter in backoff"],
+        ["filter-trap-window", None, "60", "Seconds over which a filter's traps are counted"],
+        ["filter-backoff", None, "30",
+         "Seconds a filter stays in backoff (its requests get 503, or skip it when fail_open)"],
+        ["cache-dir", None, None, "Directory caching compiled filter modules, or off"
+         " [default: $XDG_CACHE_HOME/twistgate or ~/.cache/twistgate]"],
     ]
 
     environ: Mapping[str, str] = os.environ
@@ -149,6 +184,47 @@ class Options(usage.Options):
             for option in ("proxy-endpoints", "admin-endpoints", "echo-endpoints"):
                 if len(self[option]) > 1:
                     raise usage.UsageError("--workers: one endpoint per listener, not %s" % (", ".join(self[option]),))
+        self._filterLimits()
+
+    def _filterLimits(self) -> None:
+        """
+        Parse the filter limits, trap policy and cache options into
+        C{limits} (a L{Limits}), C{trap-policy} (a L{TrapPolicy}) and
+        C{cache-directory} (L{None} when off).
+        """
+        from twistgate.proxywasm.vm import TrapPolicy
+        from twistgate.wasm.interfaces import Limits
+
+        try:
+            memory = _size(self["filter-memory-limit"])
+        except ValueError as error:
+            raise usage.UsageError("--filter-memory-limit: %s" % (error,))
+        if not 0 < memory <= WASM32_MAX_MEMORY:
+            raise usage.UsageError("--filter-memory-limit: %r must be more than 0 and at most 4g"
+                                   % (self["filter-memory-limit"],))
+        deadline = _seconds(self["filter-deadline"], "--filter-deadline")
+        maxTraps = self["filter-max-traps"].strip()
+        if not maxTraps.isdigit() or int(maxTraps) < 1:
+            raise usage.UsageError("--filter-max-traps: %r is not a whole number of 1 or more"
+                                   % (self["filter-max-traps"],))
+        window = _seconds(self["filter-trap-window"], "--filter-trap-window")
+        if window == 0:
+            raise usage.UsageError("--filter-trap-window: %r must be more than 0" % (self["filter-trap-window"],))
+        self["limits"] = Limits(maxMemoryBytes=memory, callDeadline=deadline or None)
+        self["trap-policy"] = TrapPolicy(int(maxTraps), window,
+                                         _seconds(self["filter-backoff"], "--filter-backoff"))
+        self["cache-directory"] = self._cacheDirectory()
+
+    def _cacheDirectory(self) -> Optional[str]:
+        value = self["cache-dir"]
+        if value is None:
+            base = self.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            return os.path.join(base, "twistgate")
+        if value.strip().lower() in _DISABLED:
+            return None
+        if not value.strip():
+            raise usage.UsageError("--cache-dir: give a directory or off")
+        return value
 
     def _listen(self, option: str, variable: Optional[str], default: str) -> Tuple[str, ...]:
         if self[option]:
@@ -176,15 +252,24 @@ def _settingsFrom(options: Options):
     )
 
 
-def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=None, sharedQueues=None):
+def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=None, sharedQueues=None,
+                     observer=None, limits=None, trapPolicy=None, cacheDirectory: Optional[str] = None):
     """
     The filter chain plan builder over the Wasm runtime C{vm}. The runtime
-    is loaded on the first configuration that has filter chains.
+    is loaded on the first configuration that has filter chains; if it
+    cannot enforce C{limits.callDeadline}, a warning says so then, once.
 
     @param metricStore: the filters' metrics (a
         L{twistgate.proxywasm.metrics.MetricStore}).
     @param sharedData: the filters' shared data store.
     @param sharedQueues: the filters' shared queues.
+    @param observer: the L{twistgate.proxywasm.vm.IFilterObserver} told of
+        filter phases, traps, recycles and instance memory (the
+        L{twistgate.web.metrics.GatewayMetrics}).
+    @param limits: each instance's L{twistgate.wasm.interfaces.Limits}.
+    @param trapPolicy: the L{twistgate.proxywasm.vm.TrapPolicy}.
+    @param cacheDirectory: where compiled modules are cached, L{None} for
+        no cache.
     @return: a callable from a L{GatewayConfig} to its chain plan; it
         raises L{ConfigError} when the runtime is unavailable or a filter
         rejects its configuration.
@@ -192,9 +277,10 @@ def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=Non
     from twisted.web.client import Agent, HTTPConnectionPool
 
     from twistgate.gateway.chain import ChainPlanner
-    from twistgate.wasm.interfaces import RuntimeUnavailable
+    from twistgate.wasm.interfaces import Limits, RuntimeUnavailable
     from twistgate.wasm.registry import getRuntime
 
+    limits = limits if limits is not None else Limits()
     planners = []
 
     def build(config):
@@ -203,9 +289,16 @@ def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=Non
                 runtime = getRuntime(vm)
             except RuntimeUnavailable as error:
                 raise ConfigError(["--vm %s: %s" % (vm, error)])
+            if limits.callDeadline is not None and not runtime.supportsDeadline:
+                log.warn("--vm {vm}: {vm} cannot interrupt a running guest, so the CPU deadline"
+                         " (--filter-deadline {deadline:g}) is not enforced; a filter that loops"
+                         " blocks the gateway. Use --vm wasmtime to enforce it.",
+                         vm=vm, deadline=limits.callDeadline)
             agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
-            planners.append(ChainPlanner(runtime, filters, reactor, agent, metrics=metricStore,
-                                         sharedData=sharedData, sharedQueues=sharedQueues))
+            planners.append(ChainPlanner(runtime, filters, reactor, agent, limits=limits,
+                                         cacheDirectory=cacheDirectory, metrics=metricStore,
+                                         sharedData=sharedData, sharedQueues=sharedQueues,
+                                         trapPolicy=trapPolicy, observer=observer))
         return planners[0].build(config)
 
     return build
@@ -251,7 +344,10 @@ def _gateway(options: Options, settings, reactor):
         raise ConfigError([str(error)])
     planBuilder = None
     if settings.wasmEnabled:
-        planBuilder = chainPlanBuilder(settings.vm, filters, reactor, metricStore, sharedData, sharedQueues)
+        planBuilder = chainPlanBuilder(settings.vm, filters, reactor, metricStore, sharedData, sharedQueues,
+                                       observer=metrics, limits=options["limits"],
+                                       trapPolicy=options["trap-policy"],
+                                       cacheDirectory=options["cache-directory"])
     gateway = GatewayService(settings, reactor, planBuilder=planBuilder, filters=filters, handleSignals=True,
                              metrics=metrics, accessLog=accessLog)
     for store in (sharedData, sharedQueues):

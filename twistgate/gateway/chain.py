@@ -21,7 +21,7 @@ from twistgate.proxywasm.constants import Action
 from twistgate.proxywasm.contexts import spliceBody
 from twistgate.proxywasm.metrics import MetricStore
 from twistgate.proxywasm.shared import InMemorySharedData, InMemorySharedQueues
-from twistgate.proxywasm.vm import HostEnvironment, ProxyWasmVM, TrapPolicy, VMStartError
+from twistgate.proxywasm.vm import HostEnvironment, IFilterObserver, ProxyWasmVM, TrapPolicy, VMStartError
 from twistgate.wasm.interfaces import Limits, WasmCompileError, WasmTrap
 
 log = Logger(namespace="twistgate.gateway.chain")
@@ -70,7 +70,7 @@ class ChainPlanner:
                  sharedData=None, sharedQueues=None, metrics=None,
                  trapPolicy: Optional[TrapPolicy] = None,
                  settings: ChainSettings = ChainSettings(), wasi=None,
-                 phaseObserver=None) -> None:
+                 phaseObserver=None, observer: Optional[IFilterObserver] = None) -> None:
         """
         @param runtime: the L{twistgate.wasm.interfaces.IWasmRuntime}.
         @param filters: the installed filters by name.
@@ -79,9 +79,14 @@ class ChainPlanner:
         @param trapPolicy: when a filter that keeps trapping goes in backoff.
         @param wasi: makes the WASI host functions of a VM (default:
             L{twistgate.proxywasm.vm.wasiFunctions}).
+        @param limits: each instance's memory cap and CPU deadline.
+        @param cacheDirectory: where compiled modules are cached (L{None}:
+            no cache).
         @param phaseObserver: called as C{(filterName, callbackName,
-            seconds)} after each filter callback (the Prometheus filter
-            phase histogram).
+            seconds)} after each filter callback; by default C{observer}'s
+            C{observeFilterPhase}.
+        @param observer: the L{IFilterObserver} (the Prometheus metrics)
+            told of phases, traps, recycles and instance memory.
         """
         self.registry = FilterRegistry(runtime, filters, cacheDirectory)
         self.reactor = reactor
@@ -94,6 +99,7 @@ class ChainPlanner:
         self.settings = settings
         self.wasi = wasi
         self.phaseObserver = phaseObserver
+        self.observer = observer
 
     def build(self, config) -> "ChainPlan":
         """
@@ -114,7 +120,7 @@ class ChainPlanner:
         environment = HostEnvironment(
             self.reactor, self.agent, self.sharedData, self.sharedQueues, self.metrics,
             services=services.get, wasi=self.wasi, trapPolicy=self.trapPolicy,
-            phaseObserver=self.phaseObserver)
+            phaseObserver=self.phaseObserver, observer=self.observer)
         wanted: List[Tuple[str, object, object]] = []
         envs: Dict[str, Dict[str, str]] = {}
         for chainIndex, chain in enumerate(config.filterChains):

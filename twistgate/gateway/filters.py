@@ -3,10 +3,24 @@ The filter registry: each installed filter's module, compiled once per
 runtime (lazily, on first use) with the runtime's on-disk cache.
 """
 
+from time import perf_counter
 from typing import Dict, Mapping, Optional, Tuple
+
+from twisted.logger import Logger
 
 from twistgate.config.filters import FilterFile
 from twistgate.wasm.interfaces import WasmCompileError
+
+log = Logger(namespace="twistgate.gateway.filters")
+
+#: How the log says what the compiled-module cache did (a module's
+#: C{cacheStatus}).
+_CACHE_OUTCOMES = {
+    "hit": "cache hit",
+    "miss": "cache miss, stored",
+    "corrupt": "cache entry unusable, recompiled",
+    "uncached": "no cache",
+}
 
 
 class UnknownFilter(KeyError):
@@ -61,6 +75,11 @@ class FilterRegistry:
                 source = f.read()
         except OSError as error:
             raise WasmCompileError("cannot read {}: {}".format(filterFile.path, error.strerror))
+        started = perf_counter()
         module = self.runtime.compile(source, cacheDirectory=self.cacheDirectory)
+        status = getattr(module, "cacheStatus", "uncached")
+        log.info("compiled {filter} ({outcome}) on {runtime} in {seconds:.3f} s", filter=name,
+                 outcome=_CACHE_OUTCOMES.get(status, status), runtime=self.runtime.name,
+                 seconds=perf_counter() - started)
         self._modules[key] = module
         return module

@@ -15,6 +15,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger, LogLevel as TwistedLogLevel
+from zope.interface import Interface
 
 from twistgate.proxywasm.constants import (
     ABI_0_1_0,
@@ -60,6 +61,41 @@ class VMStartError(Exception):
     """
 
 
+class IFilterObserver(Interface):
+    """
+    Told what filters' instances do, for metrics (implemented by
+    C{twistgate.web.metrics.GatewayMetrics}). Calls must be cheap: they are
+    made on every guest callback.
+    """
+
+    def observeFilterPhase(filter, phase, seconds):
+        """
+        One callback of C{filter} took C{seconds}.
+
+        @param phase: the callback's export name (C{"proxy_on_request_headers"}).
+        """
+
+    def filterTrapped(filter, kind):
+        """
+        An instance of C{filter} trapped.
+
+        @param kind: the L{WasmTrap} kind: C{"trap"}, C{"host"},
+            C{"deadline"} (stopped at the CPU deadline), C{"memory"},
+            C{"exit"}, or C{"start"} (a replacement instance failed to start).
+        """
+
+    def filterRecycled(filter):
+        """
+        A trapped instance of C{filter} was replaced by a fresh one.
+        """
+
+    def setInstanceMemory(filter, size):
+        """
+        The linear memory of C{filter}'s instance is C{size} bytes (reported
+        after each instantiation and at the end of each request).
+        """
+
+
 class TrapPolicy:
     """
     When a filter that keeps trapping is put in backoff.
@@ -86,7 +122,8 @@ class HostEnvironment:
                  services: Optional[Callable[[str], Optional[Tuple[str, str, int]]]] = None,
                  wasi: Optional[Callable[["ProxyWasmVM"], Sequence[HostFunction]]] = None,
                  trapPolicy: Optional[TrapPolicy] = None, logLevel: LogLevel = LogLevel.TRACE,
-                 phaseObserver: Optional[Callable[[str, str, float], None]] = None) -> None:
+                 phaseObserver: Optional[Callable[[str, str, float], None]] = None,
+                 observer: Optional[IFilterObserver] = None) -> None:
         """
         @param reactor: an C{IReactorTime}: timers, timeouts and the clock.
         @param agent: the C{IAgent} HTTP calls go through (none: calls fail
@@ -96,8 +133,10 @@ class HostEnvironment:
         @param wasi: makes the WASI host functions for a VM (default:
             L{wasiFunctions}).
         @param phaseObserver: called as C{(filterName, callbackName,
-            seconds)} after each callback the host makes (e.g.
-            C{PrometheusMetrics.observeFilterPhase}).
+            seconds)} after each callback the host makes; by default the
+            C{observeFilterPhase} of C{observer}.
+        @param observer: the L{IFilterObserver} told of phases, traps,
+            recycles and instance memory.
         """
         self.reactor = reactor
         self.httpCaller = HttpCaller(reactor, agent) if agent is not None else None
@@ -108,6 +147,9 @@ class HostEnvironment:
         self.wasi = wasi
         self.trapPolicy = trapPolicy or TrapPolicy()
         self.logLevel = logLevel
+        self.observer = observer
+        if phaseObserver is None and observer is not None:
+            phaseObserver = observer.observeFilterPhase
         self.phaseObserver = phaseObserver
 
     def now(self) -> float:
@@ -260,6 +302,7 @@ class ProxyWasmVM:
                 self._runStart()
         except WasmTrap as trap:
             raise VMStartError("start function trapped: {}".format(trap.message))
+        self.reportMemory()
 
     def _runStart(self) -> None:
         try:
@@ -338,8 +381,9 @@ class ProxyWasmVM:
                            filter=self.filterName, error=error)
             self.trapped = WasmTrap(str(error), kind="start")
             self.trapPhase = "restart"
-            self._recordTrap()
+            self._recordTrap("start")
             return False
+        self._tellObserver("filterRecycled")
         return True
 
     def stop(self) -> None:
@@ -367,7 +411,8 @@ class ProxyWasmVM:
 
     # Traps and backoff.
 
-    def _recordTrap(self) -> None:
+    def _recordTrap(self, kind: str) -> None:
+        self._tellObserver("filterTrapped", kind)
         now = self.environment.now()
         policy = self.environment.trapPolicy
         self.trapCount += 1
@@ -386,6 +431,29 @@ class ProxyWasmVM:
         @return: whether the filter is in backoff after repeated traps.
         """
         return self.environment.now() < self.backoffUntil
+
+    # Observation.
+
+    def _tellObserver(self, event: str, *args) -> None:
+        """
+        Call C{event} (an L{IFilterObserver} method) of the environment's
+        observer, if any, with this filter's name first.
+        """
+        observer = self.environment.observer
+        if observer is None:
+            return
+        try:
+            getattr(observer, event)(self.filterName, *args)
+        except Exception:
+            self.log.failure("filter {filter}: observer failed on {event}", filter=self.filterName,
+                             event=event)
+
+    def reportMemory(self) -> None:
+        """
+        Tell the observer the size of the live instance's linear memory.
+        """
+        if self.environment.observer is not None and self.instance is not None and self.trapped is None:
+            self._tellObserver("setInstanceMemory", self.instance.memorySize())
 
     # Calling the guest.
 
@@ -426,7 +494,7 @@ class ProxyWasmVM:
             if self.trapped is None:
                 self.trapped = trap
                 self.trapPhase = name[len("proxy_"):] if name.startswith("proxy_") else name
-                self._recordTrap()
+                self._recordTrap(trap.kind)
             raise
         finally:
             self._depth -= 1
@@ -543,6 +611,7 @@ class ProxyWasmVM:
         if self.contexts.get(context.contextId) is context:
             del self.contexts[context.contextId]
         context.abandon("finished")
+        self.reportMemory()
 
     # HTTP calls.
 

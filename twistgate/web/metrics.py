@@ -26,10 +26,12 @@ from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.exposition import generate_latest
 from twisted.logger import Logger
 from twisted.web.resource import Resource
+from zope.interface import implementer
 
 from twistgate.config.filters import pcreToPython
 from twistgate.proxywasm.constants import MetricType
 from twistgate.proxywasm.metrics import HISTOGRAM_BOUNDS, MetricStore
+from twistgate.proxywasm.vm import IFilterObserver
 
 #: Buckets (seconds) of the request and upstream latency histograms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -225,13 +227,14 @@ def _formatBound(bound: float) -> str:
     return repr(float(bound))
 
 
+@implementer(IFilterObserver)
 class GatewayMetrics:
     """
     The gateway's metrics and the Prometheus collector over them and over
     the filters' L{MetricStore}.
 
-    The proxy and the chain runner call the C{observe...} and C{filter...}
-    methods; L{MetricsResource} renders L{registry}.
+    The proxy calls L{observeRequest}; the filters' VMs call the
+    L{IFilterObserver} methods; L{MetricsResource} renders L{registry}.
 
     @ivar store: the filters' metrics.
     @ivar registry: a L{CollectorRegistry} with this object as its only
@@ -256,6 +259,7 @@ class GatewayMetrics:
         self._total: Dict[Tuple[str, str], _Histogram] = {}
         self._upstream: Dict[Tuple[str, str], _Histogram] = {}
         self._phases: Dict[Tuple[str, str], _Histogram] = {}
+        self._phaseLabels: Dict[str, str] = {}
         self._traps: Dict[Tuple[str, str], int] = {}
         self._deadlines: Dict[str, int] = {}
         self._recycles: Dict[str, int] = {}
@@ -305,8 +309,10 @@ class GatewayMetrics:
             C{"on_request_headers"} and C{"request_headers"} are all
             labelled C{request_headers}.
         """
-        phase = _PHASE_PREFIX.sub("", phase)
-        self._series(self._phases, (filter, phase), PHASE_BUCKETS).observe(seconds)
+        label = self._phaseLabels.get(phase)
+        if label is None:
+            label = self._phaseLabels[phase] = _PHASE_PREFIX.sub("", phase)
+        self._series(self._phases, (filter, label), PHASE_BUCKETS).observe(seconds)
 
     def filterTrapped(self, filter: str, kind: str = "trap") -> None:
         """
