@@ -5,13 +5,19 @@ configurations) with real filters on both runtimes.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from twistgate.config.errors import ConfigError
 from twistgate.config.filters import discoverFilters
 from twistgate.config.loader import loadConfigText
 from twistgate.gateway.chain import ChainPlanner
 from twistgate.gateway.filters import FilterRegistry, UnknownFilter
+from twistgate.proxywasm.metrics import MetricStore
+from twistgate.proxywasm.vm import IFilterObserver
+from twistgate.wasm.interfaces import Limits
 from twistgate.wasm.registry import getRuntime
+from twistgate.web.metrics import GatewayMetrics
 
 from tests.proxywasm_harness import (
     FILTERS,
@@ -144,6 +150,123 @@ class CompositionMixin(RuntimeMixin):
 
 
 bothRuntimes(CompositionMixin, globals())
+
+
+@implementer(IFilterObserver)
+class RecordingObserver:
+    """
+    Records what it is told, as C{(event, filter, *arguments)}.
+    """
+
+    def __init__(self):
+        self.events = []
+
+    def observeFilterPhase(self, filter, phase, seconds):
+        self.events.append(("phase", filter, phase))
+
+    def filterTrapped(self, filter, kind):
+        self.events.append(("trapped", filter, kind))
+
+    def filterRecycled(self, filter):
+        self.events.append(("recycled", filter))
+
+    def setInstanceMemory(self, filter, size):
+        self.events.append(("memory", filter, size))
+
+    def named(self, event):
+        return [e[1:] for e in self.events if e[0] == event]
+
+
+class ObserverMixin(RuntimeMixin):
+    """
+    The planner's L{IFilterObserver} hears of phases, traps, recycles and
+    instance memory.
+    """
+
+    def observedHarness(self, configText, **kwargs):
+        observer = RecordingObserver()
+        harness = self.harness(configText, **kwargs)
+        harness.planner.observer = observer
+        harness.plan.stop()
+        harness.plan = harness.planner.build(harness.config)
+        self.addCleanup(harness.plan.stop)
+        return harness, observer
+
+    def test_metricsAreAnObserver(self):
+        """
+        L{GatewayMetrics} provides L{IFilterObserver}.
+        """
+        self.assertTrue(verifyObject(IFilterObserver, GatewayMetrics(MetricStore())))
+
+    def test_memoryAfterStartAndRequests(self):
+        """
+        The instance's memory size is reported once it starts and after
+        each request; callbacks are reported as phases.
+        """
+        harness, observer = self.observedHarness(routeConfig(appends("x")))
+        memory = observer.named("memory")
+        self.assertEqual(len(memory), 1)
+        self.assertEqual(memory[0][0], "hostcalls")
+        self.assertGreater(memory[0][1], 0)
+        self.assertEqual(memory[0][1], harness.vm().instance.memorySize())
+        self.respond(harness)
+        self.respond(harness)
+        self.assertEqual(len(observer.named("memory")), 3)
+        self.assertIn(("hostcalls", "proxy_on_request_headers"), observer.named("phase"))
+
+    def test_trapAndRecycle(self):
+        """
+        A trap is reported with its kind; the replacement instance, made
+        before the next request, is reported as a recycle, and its memory.
+        """
+        harness, observer = self.observedHarness(routeConfig(hostcalls("request_headers trap boom")))
+        self.assertEqual(self.respond(harness).status, 500)
+        self.assertEqual(observer.named("trapped"), [("hostcalls", "trap")])
+        self.assertEqual(observer.named("recycled"), [])
+        del observer.events[:]
+        self.assertEqual(self.respond(harness).status, 500)
+        self.assertEqual(observer.named("recycled"), [("hostcalls",)])
+        self.assertEqual(observer.named("trapped"), [("hostcalls", "trap")])
+        self.assertEqual(len(observer.named("memory")), 1)
+
+    def test_observerFailureIsLogged(self):
+        """
+        An observer that raises does not fail the request.
+        """
+        from tests.proxywasm_harness import LogCapture
+        logs = LogCapture(self)
+        harness, observer = self.observedHarness(routeConfig(appends("x")))
+
+        def broken(filter, size):
+            raise RuntimeError("observer broke")
+
+        observer.setInstanceMemory = broken
+        self.assertEqual(self.respond(harness).headerValues(b"x-proxy-wasm"), [b"x"])
+        self.assertTrue(logs.containing("observer failed on setInstanceMemory"))
+        self.flushLoggedErrors(RuntimeError)
+
+
+bothRuntimes(ObserverMixin, globals())
+
+
+class DeadlineObserverTests(RuntimeMixin, SynchronousTestCase):
+    """
+    A guest call stopped at the CPU deadline (wasmtime) is reported as a
+    trap of kind C{deadline}.
+    """
+
+    runtimeName = "wasmtime"
+
+    def test_deadlineKind(self):
+        harness = self.harness(routeConfig(hostcalls("request_headers loop")),
+                               limits=Limits(callDeadline=0.05))
+        observer = RecordingObserver()
+        harness.planner.observer = observer
+        harness.plan.stop()
+        harness.plan = harness.planner.build(harness.config)
+        self.addCleanup(harness.plan.stop)
+        self.assertEqual(self.respond(harness).status, 500)
+        self.assertEqual(observer.named("trapped"), [("hostcalls", "deadline")])
 
 
 class RegistryTests(SynchronousTestCase):

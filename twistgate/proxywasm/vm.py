@@ -92,7 +92,8 @@ class IFilterObserver(Interface):
     def setInstanceMemory(filter, size):
         """
         The linear memory of C{filter}'s instance is C{size} bytes (reported
-        after each instantiation and at the end of each request).
+        once each root context started, after a replacement instance
+        started, and at the end of each request).
         """
 
 
@@ -302,7 +303,6 @@ class ProxyWasmVM:
                 self._runStart()
         except WasmTrap as trap:
             raise VMStartError("start function trapped: {}".format(trap.message))
-        self.reportMemory()
 
     def _runStart(self) -> None:
         try:
@@ -326,6 +326,7 @@ class ProxyWasmVM:
         self.roots.append(root)
         self.contexts[root.contextId] = root
         self._startRoot(root)
+        self.reportMemory()
         return root
 
     def _startRoot(self, root: RootContext) -> None:
@@ -384,6 +385,7 @@ class ProxyWasmVM:
             self._recordTrap("start")
             return False
         self._tellObserver("filterRecycled")
+        self.reportMemory()
         return True
 
     def stop(self) -> None:
