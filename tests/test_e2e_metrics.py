@@ -58,6 +58,28 @@ HOSTCALLS_META = {
     ]},
 }
 
+#: The same filter on two routes (one instance): it traps on demand on
+#: C{/trap} and adds a header on C{/ok}.
+TRAP_CONFIG = """\
+_format_version: "3.0"
+services:
+  - name: echo
+    url: http://127.0.0.1:{echoPort}
+    routes:
+      - name: trapping
+        paths: ["/trap"]
+        filter_chains:
+          - filters:
+              - name: hostcalls
+                config: "request_headers trap boom"
+      - name: fine
+        paths: ["/ok"]
+        filter_chains:
+          - filters:
+              - name: hostcalls
+                config: "response_headers add_header response x-fine yes"
+"""
+
 RATE_LIMIT_CONFIG = """\
 _format_version: "3.0"
 services:
@@ -139,6 +161,28 @@ class MetricsEndToEndMixin:
                                 frozenset({("le", "4")}))], 3)
         self.assertEqual(found[("pw_hostcalls_sizes_bucket",
                                 frozenset({("le", "2")}))], 0)
+
+    @defer.inlineCallbacks
+    def test_trapAndRecycle(self):
+        """
+        After a filter traps on one route and its instance is replaced for
+        the next request, C{/metrics} counts the trap (by kind) and the
+        recycle for that filter, and its instance's memory.
+        """
+        gateway = yield startGateway(self, TRAP_CONFIG, vm=self.vm)
+        trapped = yield fetch("GET", gateway.proxyURL + "/trap")
+        self.assertEqual(trapped.status, 500, trapped.body)
+        fine = yield fetch("GET", gateway.proxyURL + "/ok")
+        self.assertEqual(fine.status, 200, fine.body)
+        self.assertEqual(fine.header("x-fine"), "yes")
+        scrape = yield fetch("GET", gateway.adminURL + "/metrics")
+        found = samples(scrape.body.decode("utf-8"))
+        hostcalls = frozenset({("filter", "hostcalls")})
+        self.assertEqual(found[("twistgate_filter_traps_total",
+                                hostcalls | {("kind", "trap")})], 1)
+        self.assertEqual(found[("twistgate_filter_recycles_total", hostcalls)], 1)
+        self.assertNotIn(("twistgate_filter_cpu_deadline_hits_total", hostcalls), found)
+        self.assertGreater(found[("twistgate_filter_instance_memory_bytes", hostcalls)], 0)
 
     @defer.inlineCallbacks
     def test_accessLog(self):
