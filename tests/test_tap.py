@@ -9,12 +9,17 @@ import sys
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistgate import tap
 from twistgate.service import GatewayService
+from twistgate.wasm.interfaces import Limits, RuntimeUnavailable
+from twistgate.wasm.registry import getRuntime
+
+FILTERS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "filters")
 
 CONFIG = """\
 _format_version: "3.0"
@@ -23,6 +28,13 @@ services:
     url: http://127.0.0.1:9999
     routes:
       - paths: ["/"]
+"""
+
+CHAIN_CONFIG = CONFIG + """\
+        filter_chains:
+          - filters:
+              - name: greeting
+                config: {"my_greeting": "hi"}
 """
 
 
@@ -82,6 +94,127 @@ class OptionsTests(SynchronousTestCase):
     def test_sizes(self):
         self.assertEqual(self.parse(["--config", "k", "--max-body-size", "512k"])["max-body-size"], 512 * 1024)
         self.assertEqual(self.parse(["--config", "k", "--max-body-size", "0"])["max-body-size"], 0)
+
+
+class FilterLimitOptionsTests(SynchronousTestCase):
+    """
+    The filter limits, trap policy and compiled-module cache options.
+    """
+
+    def parse(self, *args, environ=None):
+        options = tap.Options()
+        options.environ = {"HOME": "/home/gw"} if environ is None else environ
+        options.parseOptions(["--config", "k"] + list(args))
+        return options
+
+    def test_defaults(self):
+        """
+        256 MiB of memory, a 1 s CPU deadline, backoff after 5 traps in 60 s
+        for 30 s, and a cache under the user's cache directory.
+        """
+        options = self.parse()
+        self.assertEqual(options["limits"], Limits(maxMemoryBytes=256 * 1024 ** 2, callDeadline=1.0))
+        policy = options["trap-policy"]
+        self.assertEqual((policy.maxTraps, policy.window, policy.backoff), (5, 60.0, 30.0))
+        self.assertEqual(options["cache-directory"], "/home/gw/.cache/twistgate")
+
+    def test_xdgCacheHome(self):
+        options = self.parse(environ={"HOME": "/home/gw", "XDG_CACHE_HOME": "/var/cache/gw"})
+        self.assertEqual(options["cache-directory"], "/var/cache/gw/twistgate")
+
+    def test_values(self):
+        options = self.parse("--filter-memory-limit", "64m", "--filter-deadline", "0.25",
+                             "--filter-max-traps", "3", "--filter-trap-window", "10",
+                             "--filter-backoff", "2.5", "--cache-dir", "/tmp/modules")
+        self.assertEqual(options["limits"], Limits(maxMemoryBytes=64 * 1024 ** 2, callDeadline=0.25))
+        policy = options["trap-policy"]
+        self.assertEqual((policy.maxTraps, policy.window, policy.backoff), (3, 10.0, 2.5))
+        self.assertEqual(options["cache-directory"], "/tmp/modules")
+
+    def test_disabled(self):
+        """
+        A deadline of 0 is no deadline; C{--cache-dir off} is no cache.
+        """
+        options = self.parse("--filter-deadline", "0", "--cache-dir", "OFF")
+        self.assertIsNone(options["limits"].callDeadline)
+        self.assertIsNone(options["cache-directory"])
+
+    def test_errors(self):
+        """
+        A bad value is a one-line usage error naming the option and the
+        value.
+        """
+        for option, value in [("--filter-memory-limit", "lots"), ("--filter-memory-limit", "0"),
+                              ("--filter-memory-limit", "5g"), ("--filter-deadline", "-1"),
+                              ("--filter-deadline", "soon"), ("--filter-deadline", "inf"),
+                              ("--filter-deadline", "nan"), ("--filter-max-traps", "0"),
+                              ("--filter-max-traps", "1.5"), ("--filter-trap-window", "0"),
+                              ("--filter-trap-window", "-2"), ("--filter-backoff", "x"),
+                              ("--cache-dir", " ")]:
+            error = self.assertRaises(usage.UsageError, self.parse, option, value)
+            message = str(error)
+            self.assertTrue(message.startswith(option + ": "), message)
+            self.assertNotIn("\n", message)
+            if value.strip():
+                self.assertIn(repr(value), message)
+
+
+class DeadlineWarningTests(SynchronousTestCase):
+    """
+    A runtime that cannot interrupt a guest gets one start-up warning that
+    the CPU deadline is not enforced.
+    """
+
+    def setUp(self):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def warnings(self):
+        return [formatEvent(event) for event in self.events
+                if event.get("log_namespace") == "twistgate.tap" and "CPU deadline" in formatEvent(event)]
+
+    def start(self, vm, *args):
+        try:
+            getRuntime(vm)
+        except RuntimeUnavailable as error:
+            if os.environ.get("CI"):
+                raise
+            self.skipTest(str(error))
+        path = self.mktemp()
+        with open(path, "w") as configFile:
+            configFile.write(CHAIN_CONFIG)
+        options = tap.Options()
+        options.environ = {}
+        options.parseOptions(["--config", path, "--vm", vm, "--filters-path", FILTERS, "--cache-dir", "off",
+                              "--echo-listen", "none"] + list(args))
+        service = tap.makeService(options, MemoryReactorClock())
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def test_wasmerWarnsOnce(self):
+        """
+        With wasmer and the default deadline, one warning names the runtime
+        and the deadline; a reload does not repeat it.
+        """
+        service = self.start("wasmer")
+        warnings = self.warnings()
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("wasmer", warnings[0])
+        self.assertIn("--filter-deadline 1", warnings[0])
+        self.assertIn("not enforced", warnings[0])
+        with open(service.settings.configPath) as configFile:
+            service.reloadText(configFile.read())
+        self.assertEqual(len(self.warnings()), 1)
+
+    def test_wasmerWithoutDeadline(self):
+        self.start("wasmer", "--filter-deadline", "0")
+        self.assertEqual(self.warnings(), [])
+
+    def test_wasmtimeEnforces(self):
+        self.start("wasmtime")
+        self.assertEqual(self.warnings(), [])
 
 
 class MakeServiceTests(SynchronousTestCase):

@@ -218,7 +218,8 @@ class Options(usage.Options):
     def _cacheDirectory(self) -> Optional[str]:
         value = self["cache-dir"]
         if value is None:
-            base = self.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            home = self.environ.get("HOME") or os.path.expanduser("~")
+            base = self.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
             return os.path.join(base, "twistgate")
         if value.strip().lower() in _DISABLED:
             return None
