@@ -282,6 +282,34 @@ class RuntimeConformanceMixin:
         self.assertIsNone(instance.call("call_host_record", 1, 2))
         self.assertEqual(self.recorded, [(1, 2)])
 
+    def test_releaseFreesHostFunctionReferents(self):
+        """
+        After L{IWasmInstance.release}, the objects the host functions
+        reached are collectable although they refer back to the instance,
+        and the released instance is not callable any more.
+        """
+        import gc
+        import weakref
+
+        class Owner:
+            pass
+
+        owner = Owner()
+        instance = self.module.instantiate(
+            [
+                HostFunction(hostFunction.module, hostFunction.name, hostFunction.sig,
+                             lambda *args, owner=owner: owner.instance and 0)
+                for hostFunction in self.hostFunctions()
+            ],
+            Limits(),
+        )
+        owner.instance = instance
+        alive = weakref.ref(owner)
+        instance.release()
+        del owner, instance
+        gc.collect()
+        self.assertIsNone(alive())
+
     def test_hostResultWraps(self):
         """
         A host function may return an unsigned value for an i32 result.

@@ -214,6 +214,13 @@ class IWasmInstance(Interface):
         @raise KeyError: if there is no such exported function.
         """
 
+    def release():
+        """
+        Drop what the instance holds on to (its host functions and the
+        objects they reach) once it will not be used again. Calls made
+        afterwards trap or raise L{KeyError}; nothing crashes.
+        """
+
     def hasExport(name):
         """
         @return: whether a function of this name is exported.

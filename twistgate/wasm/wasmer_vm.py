@@ -17,9 +17,10 @@ What wasmer-python does not offer, and how this module copes:
     an instance can have is capped this way.
 """
 
+import dataclasses
 import hashlib
 import importlib.metadata
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import wasmer
 import wasmer_compiler_cranelift
@@ -182,6 +183,10 @@ class WasmerModule:
         return WasmerInstance(self, resolveImports(self._imports, hostFunctions), limits)
 
 
+def _released(*args):
+    raise WasmTrap("the instance was released", kind="trap")
+
+
 @implementer(IWasmInstance)
 class WasmerInstance:
     """
@@ -192,6 +197,7 @@ class WasmerInstance:
         self, module: WasmerModule, imports: Sequence[HostFunction], limits: Limits
     ) -> None:
         store = module.runtime.store
+        self._targets: List[HostFunction] = []
         importObject = wasmer.ImportObject()
         namespaces: Dict[str, Dict[str, wasmer.Function]] = {}
         for hostFunction in imports:
@@ -253,15 +259,27 @@ class WasmerInstance:
         Wrap a host function so that whatever it raises reaches the guest
         call as a L{WasmTrap}.
         """
-        target = hostFunction.callable
+        targets = self._targets
+        index = len(targets)
+        targets.append(hostFunction)
 
         def guarded(*args):
             try:
-                return target(*args)
+                return targets[index].callable(*args)
             except Exception as error:
-                raise hostFailure(hostFunction, error)
+                raise hostFailure(targets[index], error)
 
         return guarded
+
+    def release(self):
+        """
+        Drop the host functions: wasmer keeps them in Rust, out of sight of
+        Python's cycle collector, so a host function that refers back to
+        this instance (through the Proxy-Wasm VM) would keep both alive
+        forever. Calls into the instance trap afterwards.
+        """
+        self._targets[:] = [dataclasses.replace(hostFunction, callable=_released) for hostFunction in self._targets]
+        self._callables.clear()
 
     def function(self, name):
         callable = self._callables.get(name)

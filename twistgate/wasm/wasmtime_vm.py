@@ -402,6 +402,15 @@ class WasmtimeInstance:
             )
         raise WasmTrap(_trapSummary(message), kind="trap")
 
+    def release(self):
+        """
+        Forget the pre-bound export callables. The store and its host
+        functions are Python objects, so the collector reclaims them with
+        the instance.
+        """
+        self._callables.clear()
+        self._funcs = {}
+
     def function(self, name):
         callable = self._callables.get(name)
         if callable is None:
