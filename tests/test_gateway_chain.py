@@ -4,6 +4,9 @@ service and route chains, disabled filters, the same filter twice, rejected
 configurations) with real filters on both runtimes.
 """
 
+import os
+import shutil
+
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -23,6 +26,7 @@ from tests.proxywasm_harness import (
     FILTERS,
     RuntimeMixin,
     bothRuntimes,
+    entry,
     hostcalls,
     routeConfig,
 )
@@ -247,6 +251,38 @@ class ObserverMixin(RuntimeMixin):
 
 
 bothRuntimes(ObserverMixin, globals())
+
+
+class GuestIsolationMixin(RuntimeMixin):
+    """
+    One guest never starts while another guest runs, so a guest call's CPU
+    deadline counts only its own time.
+    """
+
+    def test_queueReadyAfterTheEnqueueingFilter(self):
+        """
+        A filter enqueueing into another filter's queue finishes its
+        callback before the other filter's C{on_queue_ready} runs.
+        """
+        from tests.proxywasm_harness import LogCapture
+        directory = self.mktemp()
+        os.makedirs(directory)
+        for suffix in (".wasm", ".meta.json"):
+            shutil.copy(os.path.join(FILTERS, "hostcalls" + suffix),
+                        os.path.join(directory, "producer" + suffix))
+            shutil.copy(os.path.join(FILTERS, "hostcalls" + suffix), directory)
+        logs = LogCapture(self)
+        harness = self.harness(routeConfig(
+            hostcalls("configure register_queue q; queue_ready dequeue q; queue_ready log info step:ready"),
+            entry("producer", "request_headers resolve_queue hostcalls q; request_headers enqueue q item;"
+                  " request_headers log info step:enqueued")),
+            filtersPath=directory)
+        self.assertEqual(self.respond(harness).status, 200)
+        steps = [m.split("step:")[1] for m in logs.messages("twistgate.filter.") if "step:" in m]
+        self.assertEqual(steps, ["enqueued", "ready"])
+
+
+bothRuntimes(GuestIsolationMixin, globals())
 
 
 class DeadlineObserverTests(RuntimeMixin, SynchronousTestCase):

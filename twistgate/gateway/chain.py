@@ -21,7 +21,8 @@ from twistgate.proxywasm.constants import Action
 from twistgate.proxywasm.contexts import spliceBody
 from twistgate.proxywasm.metrics import MetricStore
 from twistgate.proxywasm.shared import InMemorySharedData, InMemorySharedQueues
-from twistgate.proxywasm.vm import HostEnvironment, IFilterObserver, ProxyWasmVM, TrapPolicy, VMStartError
+from twistgate.proxywasm.vm import (
+    GuestActivity, HostEnvironment, IFilterObserver, ProxyWasmVM, TrapPolicy, VMStartError)
 from twistgate.wasm.interfaces import Limits, WasmCompileError, WasmTrap
 
 log = Logger(namespace="twistgate.gateway.chain")
@@ -100,6 +101,7 @@ class ChainPlanner:
         self.wasi = wasi
         self.phaseObserver = phaseObserver
         self.observer = observer
+        self.activity = GuestActivity()
 
     def build(self, config) -> "ChainPlan":
         """
@@ -120,7 +122,7 @@ class ChainPlanner:
         environment = HostEnvironment(
             self.reactor, self.agent, self.sharedData, self.sharedQueues, self.metrics,
             services=services.get, wasi=self.wasi, trapPolicy=self.trapPolicy,
-            phaseObserver=self.phaseObserver, observer=self.observer)
+            phaseObserver=self.phaseObserver, observer=self.observer, activity=self.activity)
         wanted: List[Tuple[str, object, object]] = []
         envs: Dict[str, Dict[str, str]] = {}
         for chainIndex, chain in enumerate(config.filterChains):

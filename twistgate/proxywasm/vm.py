@@ -5,7 +5,10 @@ effective context, the after-call queue, traps and recycling.
 
 A guest is never re-entered while it runs: work that would call it (HTTP
 call responses, queue notifications, ticks, resuming a paused stream) waits
-in the after-call queue until the running call returns.
+in the after-call queue until the running call returns. Nor does a guest
+start while another guest runs (a filter enqueueing into another filter's
+queue): that work waits until no guest of the L{GuestActivity} runs, so a
+guest call's CPU deadline counts only its own time.
 """
 
 import itertools
@@ -112,6 +115,36 @@ class TrapPolicy:
         self.backoff = backoff
 
 
+class GuestActivity:
+    """
+    Whether any guest call of a set of VMs runs (those of every plan a
+    planner builds, as plans share queues), and the work waiting for none
+    to run.
+
+    @ivar depth: guest calls in progress, nested ones included.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self._waiting: Deque[Callable[[], None]] = deque()
+
+    def runWhenNoGuest(self, work: Callable[[], None]) -> None:
+        """
+        Run C{work} once no guest call runs (now if none does).
+        """
+        if self.depth == 0:
+            work()
+        else:
+            self._waiting.append(work)
+
+    def guestReturned(self) -> None:
+        """
+        Run the waiting work if no guest call runs any more.
+        """
+        while self._waiting and self.depth == 0:
+            self._waiting.popleft()()
+
+
 class HostEnvironment:
     """
     What the VMs of one chain plan share: the reactor, the HTTP call client,
@@ -124,7 +157,8 @@ class HostEnvironment:
                  wasi: Optional[Callable[["ProxyWasmVM"], Sequence[HostFunction]]] = None,
                  trapPolicy: Optional[TrapPolicy] = None, logLevel: LogLevel = LogLevel.TRACE,
                  phaseObserver: Optional[Callable[[str, str, float], None]] = None,
-                 observer: Optional[IFilterObserver] = None) -> None:
+                 observer: Optional[IFilterObserver] = None,
+                 activity: Optional[GuestActivity] = None) -> None:
         """
         @param reactor: an C{IReactorTime}: timers, timeouts and the clock.
         @param agent: the C{IAgent} HTTP calls go through (none: calls fail
@@ -138,6 +172,9 @@ class HostEnvironment:
             C{observeFilterPhase} of C{observer}.
         @param observer: the L{IFilterObserver} told of phases, traps,
             recycles and instance memory.
+        @param activity: the L{GuestActivity} shared with the VMs of other
+            environments whose filters may notify these (default: this
+            environment's own).
         """
         self.reactor = reactor
         self.httpCaller = HttpCaller(reactor, agent) if agent is not None else None
@@ -149,6 +186,7 @@ class HostEnvironment:
         self.trapPolicy = trapPolicy or TrapPolicy()
         self.logLevel = logLevel
         self.observer = observer
+        self.activity = activity if activity is not None else GuestActivity()
         if phaseObserver is None and observer is not None:
             phaseObserver = observer.observeFilterPhase
         self.phaseObserver = phaseObserver
@@ -489,7 +527,9 @@ class ProxyWasmVM:
         sig = self.exportSigs[name]
         if len(args) > len(sig.params):
             args = args[:len(sig.params)]
+        activity = self.environment.activity
         self._depth += 1
+        activity.depth += 1
         try:
             return function(*args)
         except WasmTrap as trap:
@@ -500,8 +540,11 @@ class ProxyWasmVM:
             raise
         finally:
             self._depth -= 1
+            activity.depth -= 1
             if self._depth == 0 and self._afterCall:
                 self._drain()
+            if activity.depth == 0:
+                activity.guestReturned()
 
     def callWithContext(self, context, name: str, *args: int) -> Optional[int]:
         """
@@ -538,13 +581,16 @@ class ProxyWasmVM:
 
     def runWhenIdle(self, work: Callable[[], None]) -> None:
         """
-        Run C{work} now if no guest call of this instance is running, else
-        right after the running call returns.
+        Run C{work} now if no guest call is running, else right after the
+        running call of this instance returns, or once no guest of another
+        instance runs.
         """
-        if self._depth == 0:
-            self._runQueued(work)
-        else:
+        if self._depth > 0:
             self._afterCall.append(work)
+        elif self.environment.activity.depth > 0:
+            self.environment.activity.runWhenNoGuest(lambda: self.runWhenIdle(work))
+        else:
+            self._runQueued(work)
 
     def whenIdle(self) -> Deferred:
         """
