@@ -1,18 +1,20 @@
 """
-Tests for L{twistgate.gateway.upstream}: the real L{Agent} over a
-L{MemoryReactorClock}, connections completed or refused with L{iosim}.
+Tests for L{twistgate.gateway.upstream} and its HTTP/1.1 client
+(L{twistgate.gateway.http1client}) over a L{MemoryReactorClock},
+connections completed or refused with L{iosim}.
 """
 
-from twisted.internet.defer import succeed
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.test.iosim import ConnectionCompleter
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import readBody
+from twisted.web.client import PotentialDataLoss, ResponseDone, readBody
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from twistgate.config.model import Service
-from twistgate.gateway.upstream import UpstreamClient, UpstreamError, UpstreamTimeout, _NoDelayEndpoint
+from twistgate.gateway.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
 
 
 class _Recorder(Resource):
@@ -166,19 +168,235 @@ class NoDelayTests(SynchronousTestCase):
     Upstream connections disable Nagle's algorithm.
     """
 
-    def test_endpointSetsNoDelay(self):
+    def test_connectionSetsNoDelay(self):
+        """
+        A new upstream connection turns C{TCP_NODELAY} on.
+        """
+        from twistgate.gateway.http1client import HTTP11ClientConnection
+
         class Transport:
             noDelay = False
 
             def setTcpNoDelay(self, enabled):
                 self.noDelay = enabled
 
-        class Protocol:
-            transport = Transport()
+        connection = HTTP11ClientConnection(lambda c: None, lambda c: None)
+        connection.makeConnection(Transport())
+        self.assertTrue(connection.transport.noDelay)
 
-        class Endpoint:
-            def connect(self, factory):
-                return succeed(Protocol())
 
-        protocol = self.successResultOf(_NoDelayEndpoint(Endpoint()).connect(None))
-        self.assertTrue(protocol.transport.noDelay)
+class _Scripted(Protocol):
+    """
+    An upstream answering each request (once its head arrived, or the last
+    chunk of a chunked body) with the next of its scripted raw responses;
+    records what it received.
+    """
+
+    def __init__(self, responses, received):
+        self._responses = responses
+        self._received = received
+        self._request = b""
+
+    def dataReceived(self, data):
+        self._received.append(data)
+        self._request += data
+        end = b"0\r\n\r\n" if b"transfer-encoding: chunked" in self._request.lower() else b"\r\n\r\n"
+        if self._request.endswith(end) and self._responses:
+            self._request = b""
+            answer = self._responses.pop(0)
+            if answer is None:
+                self.transport.loseConnection()
+            else:
+                self.transport.write(answer)
+
+
+class HTTP11ClientTests(SynchronousTestCase):
+    """
+    The built-in HTTP/1.1 client against raw upstream responses.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.completer = ConnectionCompleter(self.reactor)
+        self.responses = []
+        self.received = []
+        factory = Factory.forProtocol(lambda: _Scripted(self.responses, self.received))
+        self.reactor.listenTCP(8080, factory)
+        self.client = UpstreamClient(self.reactor)
+
+    def request(self, method=b"GET", path=b"/", producer=None, service=None):
+        return self.client.request(service or _service(), method, path, [(b"host", b"h")],
+                                   (lambda: producer) if producer is not None else None)
+
+    def body(self, response, pump):
+        chunks = []
+        ended = []
+
+        class Receiver(Protocol):
+            def dataReceived(self, data):
+                chunks.append(data)
+
+            def connectionLost(self, reason):
+                ended.append(reason)
+
+        response.deliverBody(Receiver())
+        pump.flush()
+        return b"".join(chunks), ended[0] if ended else None
+
+    def test_chunkedResponse(self):
+        """
+        A chunked body arrives decoded, with extensions and trailers
+        ignored, and the connection is reused.
+        """
+        self.responses += [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+                           b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n",
+                           b"HTTP/1.1 204 No Content\r\n\r\n"]
+        d = self.request()
+        pump = self.completer.succeedOnce()
+        pump.flush()
+        response = self.successResultOf(d)
+        self.assertEqual((response.code, response.length, response.headerPairs),
+                         (200, UNKNOWN_LENGTH, [(b"x-a", b"1")]))
+        body, reason = self.body(response, pump)
+        self.assertEqual(body, b"abcde")
+        reason.trap(ResponseDone)
+        second = self.request()
+        pump.flush()
+        self.assertEqual(self.successResultOf(second).code, 204)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_connectionCloseNotReused(self):
+        """
+        After C{Connection: close} the next request opens a new connection;
+        headers named in C{Connection} are not passed on.
+        """
+        self.responses.append(b"HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nX-Hop: 1\r\n"
+                              b"Content-Length: 2\r\n\r\nok")
+        d = self.request()
+        pump = self.completer.succeedOnce()
+        pump.flush()
+        response = self.successResultOf(d)
+        self.assertEqual((response.headerPairs, response.length), ([], 2))
+        self.assertEqual(self.body(response, pump)[0], b"ok")
+        self.request()
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_bodyUntilClose(self):
+        """
+        A body without framing ends with the connection
+        (L{PotentialDataLoss}, as Twisted's client).
+        """
+        self.responses.append(b"HTTP/1.0 200 OK\r\n\r\nsome body")
+        d = self.request()
+        pump = self.completer.succeedOnce()
+        pump.flush()
+        response = self.successResultOf(d)
+        chunks = []
+        ended = []
+
+        class Receiver(Protocol):
+            def dataReceived(self, data):
+                chunks.append(data)
+
+            def connectionLost(self, reason):
+                ended.append(reason)
+
+        response.deliverBody(Receiver())
+        self.assertEqual(ended, [])
+        pump.server.transport.loseConnection()
+        pump.flush()
+        self.assertEqual(b"".join(chunks), b"some body")
+        ended[0].trap(PotentialDataLoss)
+
+    def test_invalidResponse(self):
+        """
+        A response that is not HTTP fails with L{UpstreamError}.
+        """
+        self.responses.append(b"SSH-2.0-OpenSSH\r\n\r\n")
+        d = self.request()
+        self.completer.succeedOnce().flush()
+        self.assertIn("invalid status line", str(self.failureResultOf(d, UpstreamError).value))
+
+    def test_invalidContentLength(self):
+        """
+        Conflicting C{Content-Length} values fail with L{UpstreamError}.
+        """
+        self.responses.append(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok")
+        d = self.request()
+        self.completer.succeedOnce().flush()
+        self.failureResultOf(d, UpstreamError)
+
+    def test_informationalSkipped(self):
+        """
+        A C{100 Continue} before the response is skipped.
+        """
+        self.responses.append(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        d = self.request()
+        self.completer.succeedOnce().flush()
+        self.assertEqual(self.successResultOf(d).code, 201)
+
+    def test_headKeepsContentLength(self):
+        """
+        A C{HEAD} response has no body; its C{Content-Length} stays a
+        header.
+        """
+        self.responses.append(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")
+        d = self.request(method=b"HEAD")
+        pump = self.completer.succeedOnce()
+        pump.flush()
+        response = self.successResultOf(d)
+        self.assertEqual((response.length, response.headerPairs), (0, [(b"content-length", b"42")]))
+        body, reason = self.body(response, pump)
+        self.assertEqual(body, b"")
+        reason.trap(ResponseDone)
+
+    def test_staleIdleConnectionRetried(self):
+        """
+        A GET on a pooled connection the upstream closed without answering
+        is sent again on a new connection.
+        """
+        self.responses += [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", None]
+        first = self.request()
+        pump = self.completer.succeedOnce()
+        pump.flush()
+        self.successResultOf(first)
+        second = self.request(path=b"/again")
+        pump.flush()
+        self.assertNoResult(second)
+        self.responses.append(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.completer.succeedOnce().flush()
+        self.assertEqual(self.successResultOf(second).code, 200)
+        self.assertTrue(self.received[-1].startswith(b"GET /again HTTP/1.1\r\n"))
+
+    def test_chunkedRequestBody(self):
+        """
+        A body of unknown length goes out chunked, then the response is
+        read.
+        """
+        from twisted.web.client import FileBodyProducer
+        from twisted.internet.task import Cooperator
+        from io import BytesIO
+        work = []
+        producer = FileBodyProducer(BytesIO(b"hello"), cooperator=Cooperator(scheduler=work.append),
+                                    readSize=3)
+        producer.length = UNKNOWN_LENGTH
+        self.responses.append(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        d = self.request(method=b"POST", producer=producer)
+        pump = self.completer.succeedOnce()
+        while work:
+            work.pop(0)()
+            pump.flush()
+        self.assertEqual(self.successResultOf(d).code, 200)
+        sent = b"".join(self.received)
+        self.assertIn(b"\r\nTransfer-Encoding: chunked\r\n", sent)
+        self.assertEqual(sent[sent.index(b"\r\n\r\n"):], b"\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n")
+
+    def test_headerValuesCannotSplitTheHead(self):
+        """
+        Line breaks inside header values are sent as spaces.
+        """
+        self.responses.append(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        d = self.client.request(_service(), b"GET", b"/", [(b"host", b"h"), (b"x-a", b"1\r\nX-Injected: 1")])
+        self.completer.succeedOnce().flush()
+        self.successResultOf(d)
+        self.assertIn(b"\r\nx-a: 1 X-Injected: 1\r\n", self.received[0])

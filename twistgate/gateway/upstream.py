@@ -1,15 +1,15 @@
 """
 The upstream client: sends a proxied request to a service over persistent
-connections, with the service's connect and read timeouts and its C{retries}
-on connection failures.
+HTTP/1.1 connections (L{twistgate.gateway.http1client}), with the service's
+connect and read timeouts and its C{retries} on connection failures.
 """
 
 import ipaddress
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from OpenSSL import SSL
 from twisted.internet import error as ierror
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -17,15 +17,15 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from twistgate.config.model import Service
+from twistgate.gateway.http1client import ConnectionClosedEarly, HTTP11ClientConnection, UpstreamResponse
 
 HeaderPairs = List[Tuple[bytes, bytes]]
 
@@ -53,31 +53,25 @@ def _isIPLiteral(host: str) -> Optional[int]:
         return None
 
 
-@implementer(IAgentEndpointFactory)
-class _ServiceEndpointFactory:
+def _endpointFor(reactor, scheme: str, host: str, port: int, connectTimeout: float) -> IStreamClientEndpoint:
     """
-    Endpoints to upstream hosts with one connect timeout. IP literals connect
-    directly (no resolver); names go through L{HostnameEndpoint}.
+    The endpoint to an upstream host. IP literals connect directly (no
+    resolver); names go through L{HostnameEndpoint}.
+
+    @param scheme: C{"http"} or C{"https"}.
+    @param host: a name or an IP address (without brackets).
+    @param connectTimeout: in seconds.
     """
-
-    def __init__(self, reactor, connectTimeout: float) -> None:
-        self._reactor = reactor
-        self._connectTimeout = connectTimeout
-
-    def endpointForURI(self, uri):
-        host = uri.host.decode("ascii")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        version = _isIPLiteral(host)
-        if version == 4:
-            endpoint = TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=self._connectTimeout)
-        elif version == 6:
-            endpoint = TCP6ClientEndpoint(self._reactor, host, uri.port, timeout=self._connectTimeout)
-        else:
-            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._connectTimeout)
-        if uri.scheme == b"https":
-            endpoint = wrapClientTLS(_UnverifiedTLS(host, sni=version is None), endpoint)
-        return _NoDelayEndpoint(endpoint)
+    version = _isIPLiteral(host)
+    if version == 4:
+        endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=connectTimeout)
+    elif version == 6:
+        endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=connectTimeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=connectTimeout)
+    if scheme == "https":
+        endpoint = wrapClientTLS(_UnverifiedTLS(host, sni=version is None), endpoint)
+    return endpoint
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -102,32 +96,208 @@ class _UnverifiedTLS:
         return connection
 
 
-@implementer(IStreamClientEndpoint)
-class _NoDelayEndpoint:
+class _ServicePool:
     """
-    An endpoint whose TCP connections send small writes at once (no
-    Nagle): a request's head and body go out as separate writes, and
-    waiting for the peer's delayed ACK would add tens of milliseconds.
+    The connections to one upstream host and port: idle ones kept for
+    reuse (the most recently used first), new ones made through one
+    endpoint.
     """
 
-    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+    def __init__(self, client: "UpstreamClient", endpoint: IStreamClientEndpoint) -> None:
+        self._client = client
         self._endpoint = endpoint
+        self.idle: List[HTTP11ClientConnection] = []
+        self.open: Set[HTTP11ClientConnection] = set()
+        self._factory = _ConnectionFactory(self)
 
-    def connect(self, protocolFactory):
-        def noDelay(protocol):
-            setTcpNoDelay = getattr(protocol.transport, "setTcpNoDelay", None)
-            if setTcpNoDelay is not None:
-                setTcpNoDelay(True)
-            return protocol
+    def idleConnection(self) -> Optional[HTTP11ClientConnection]:
+        """
+        @return: an idle connection to reuse, or L{None}.
+        """
+        idle = self.idle
+        if not idle:
+            return None
+        connection = idle.pop()
+        if self._client._reactor.seconds() - connection.idleSince > self._client.idleTimeout:
+            connection.transport.loseConnection()
+            return self.idleConnection()
+        return connection
 
-        return self._endpoint.connect(protocolFactory).addCallback(noDelay)
+    def connect(self) -> Deferred:
+        """
+        @return: a Deferred firing with a new connection.
+        """
+        return self._endpoint.connect(self._factory)
+
+    def connectionIdle(self, connection: HTTP11ClientConnection) -> None:
+        if len(self.idle) >= self._client.maxPersistentPerHost:
+            connection.transport.loseConnection()
+            return
+        connection.idleSince = self._client._reactor.seconds()
+        self.idle.append(connection)
+        self._client._scheduleSweep()
+
+    def connectionLost(self, connection: HTTP11ClientConnection) -> None:
+        self.open.discard(connection)
+        if connection in self.idle:
+            self.idle.remove(connection)
+
+    def sweep(self, now: float) -> None:
+        """
+        Close the connections idle for longer than the idle timeout.
+        """
+        expired = [c for c in self.idle if now - c.idleSince >= self._client.idleTimeout]
+        for connection in expired:
+            self.idle.remove(connection)
+            connection.transport.loseConnection()
+
+
+class _ConnectionFactory(Factory):
+    noisy = False
+
+    def __init__(self, pool: _ServicePool) -> None:
+        self._pool = pool
+
+    def buildProtocol(self, addr):
+        connection = HTTP11ClientConnection(self._pool.connectionIdle, self._pool.connectionLost)
+        self._pool.open.add(connection)
+        return connection
+
+
+#: Methods a request on a reused connection may be sent again for when the
+#: upstream closed that connection before answering.
+_IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+
+
+class _Call:
+    """
+    One request to a service: its attempts, timers and outcome.
+    """
+
+    __slots__ = ("_client", "_service", "_pool", "_method", "_path", "_headers", "_bodyProducerFactory",
+                 "_onAttempt", "result", "_retriesLeft", "_timer", "_connecting", "_connection",
+                 "_staleRetried", "_producer")
+
+    def __init__(self, client: "UpstreamClient", service: Service, pool: _ServicePool, method: bytes,
+                 path: bytes, headers: HeaderPairs, bodyProducerFactory, onAttempt) -> None:
+        self._client = client
+        self._service = service
+        self._pool = pool
+        self._method = method
+        self._path = path
+        self._headers = headers
+        self._bodyProducerFactory = bodyProducerFactory
+        self._onAttempt = onAttempt
+        self.result: Deferred = Deferred(self._cancel)
+        self._retriesLeft = service.retries
+        self._timer = None
+        self._connecting: Optional[Deferred] = None
+        self._connection: Optional[HTTP11ClientConnection] = None
+        self._staleRetried = False
+        self._producer = None
+
+    def start(self) -> None:
+        if self._onAttempt is not None:
+            self._onAttempt()
+        connection = self._pool.idleConnection()
+        if connection is not None:
+            self._send(connection)
+            return
+        connecting = self._connecting = self._pool.connect()
+        connecting.addCallbacks(self._connected, self._connectFailed)
+
+    def _connected(self, connection: HTTP11ClientConnection) -> None:
+        self._connecting = None
+        if self.result.called:
+            connection.transport.loseConnection()
+            return
+        self._send(connection)
+
+    def _connectFailed(self, failure) -> None:
+        self._connecting = None
+        if self.result.called:
+            return
+        if failure.check(ierror.ConnectError, ierror.DNSLookupError) and self._retriesLeft > 0:
+            self._retriesLeft -= 1
+            self._client._log.debug("retrying {service} after {error}", service=self._service.name,
+                                    error=failure.getErrorMessage())
+            self.start()
+            return
+        if failure.check(ierror.TimeoutError):
+            self.result.errback(UpstreamTimeout(failure.getErrorMessage()))
+        elif failure.check(CancelledError):
+            self.result.errback(failure)
+        else:
+            self.result.errback(UpstreamError(_describe(failure)))
+
+    def _send(self, connection: HTTP11ClientConnection) -> None:
+        self._connection = connection
+        factory = self._bodyProducerFactory
+        producer = self._producer = factory() if factory is not None else None
+        try:
+            connection.request(self._method, self._path, self._headers, producer, self._responded,
+                               self._failed, self._sent)
+        except ValueError as e:
+            connection.abandon()
+            self._connection = None
+            self.result.errback(UpstreamError(str(e)))
+
+    def _sent(self) -> None:
+        if not self.result.called and self._connection is not None:
+            self._timer = self._client._reactor.callLater(self._service.readTimeout / 1000.0, self._timedOut)
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        connection, self._connection = self._connection, None
+        if not self.result.called:
+            self.result.errback(UpstreamTimeout("no response within {} ms".format(self._service.readTimeout)))
+        if connection is not None:
+            connection.abandon()
+
+    def _stopTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _responded(self, response: UpstreamResponse) -> None:
+        self._stopTimer()
+        self._connection = None
+        if self.result.called:
+            response.deliverBody(_Discard())
+            return
+        self.result.callback(response)
+
+    def _failed(self, failure) -> None:
+        self._stopTimer()
+        self._connection = None
+        if self.result.called:
+            return
+        closed = failure.check(ConnectionClosedEarly)
+        if closed and failure.value.reused and not self._staleRetried and self._method in _IDEMPOTENT \
+                and (self._producer is None or isinstance(getattr(self._producer, "body", None), bytes)):
+            # An idle connection the upstream closed as the request went out.
+            self._staleRetried = True
+            self.start()
+            return
+        self.result.errback(UpstreamError(_describe(failure)))
+
+    def _cancel(self, _: Deferred) -> None:
+        self._stopTimer()
+        if self._connecting is not None:
+            connecting, self._connecting = self._connecting, None
+            connecting.cancel()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.abandon()
 
 
 class UpstreamClient:
     """
-    Sends requests to services, sharing one connection pool.
+    Sends requests to services over pooled HTTP/1.1 connections (one pool
+    per upstream scheme, host, port and connect timeout).
 
-    @ivar pool: the persistent connection pool.
+    @ivar maxPersistentPerHost: idle connections kept per upstream.
+    @ivar idleTimeout: seconds an idle upstream connection is kept.
     """
 
     _log = Logger()
@@ -139,25 +309,37 @@ class UpstreamClient:
         @param maxPersistentPerHost: idle connections kept per upstream.
         @param idleTimeout: seconds an idle upstream connection is kept.
         @param agentFactory: makes the L{IAgent} for a connect timeout (in
-            seconds); by default an L{Agent} over TCP (and TLS for https)
-            sharing L{pool}.
+            seconds) to send requests through instead of the built-in
+            client (for tests).
         """
         self._reactor = reactor
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = maxPersistentPerHost
-        self.pool.cachedConnectionTimeout = idleTimeout
-        self._agentFactory = agentFactory or self._tcpAgent
+        self.maxPersistentPerHost = maxPersistentPerHost
+        self.idleTimeout = idleTimeout
+        self._agentFactory = agentFactory
         self._agents: Dict[float, IAgent] = {}
+        self._pools: Dict[tuple, _ServicePool] = {}
+        self._sweep = None
 
-    def _tcpAgent(self, connectTimeout: float) -> IAgent:
-        return Agent.usingEndpointFactory(
-            self._reactor, _ServiceEndpointFactory(self._reactor, connectTimeout), pool=self.pool)
+    def _poolFor(self, service: Service) -> _ServicePool:
+        key = (service.protocol, service.host, service.port, service.connectTimeout)
+        pool = self._pools.get(key)
+        if pool is None:
+            endpoint = _endpointFor(self._reactor, service.protocol, service.host, service.port,
+                                    service.connectTimeout / 1000.0)
+            pool = self._pools[key] = _ServicePool(self, endpoint)
+        return pool
 
-    def _agentFor(self, connectTimeout: float) -> IAgent:
-        agent = self._agents.get(connectTimeout)
-        if agent is None:
-            agent = self._agents[connectTimeout] = self._agentFactory(connectTimeout)
-        return agent
+    def _scheduleSweep(self) -> None:
+        if self._sweep is None:
+            self._sweep = self._reactor.callLater(self.idleTimeout, self._sweepIdle)
+
+    def _sweepIdle(self) -> None:
+        self._sweep = None
+        now = self._reactor.seconds()
+        for pool in self._pools.values():
+            pool.sweep(now)
+        if any(pool.idle for pool in self._pools.values()):
+            self._scheduleSweep()
 
     def request(self, service: Service, method: bytes, path: bytes, headers: HeaderPairs,
                 bodyProducerFactory: Optional[Callable[[], IBodyProducer]] = None,
@@ -169,15 +351,32 @@ class UpstreamClient:
         @param path: the request target (path and query) sent upstream.
         @param headers: the request headers in order, C{Host} included.
         @param bodyProducerFactory: makes a fresh body producer per attempt,
-            or L{None} for no body. A producer with a C{whenSent()} method
-            (a body still arriving from the client) starts the read timeout
-            once the whole body was sent.
+            or L{None} for no body. A producer with a C{body} attribute
+            (bytes) is sent from memory; the read timeout starts once the
+            whole body was sent.
         @param onAttempt: called as each attempt starts.
-        @return: a Deferred firing with the L{IResponse} once its headers
+        @return: a Deferred firing with the response (an L{IResponse}; from
+            the built-in client an L{UpstreamResponse}) once its headers
             arrived; it fails with L{UpstreamTimeout} when the connection or
             the response headers take longer than the service's timeouts, and
             with L{UpstreamError} for anything else that went wrong.
         """
+        if self._agentFactory is not None:
+            return self._requestThroughAgent(service, method, path, headers, bodyProducerFactory, onAttempt)
+        call = _Call(self, service, self._poolFor(service), method, path, headers, bodyProducerFactory,
+                     onAttempt)
+        call.start()
+        return call.result
+
+    def _agentFor(self, connectTimeout: float) -> IAgent:
+        agent = self._agents.get(connectTimeout)
+        if agent is None:
+            agent = self._agents[connectTimeout] = self._agentFactory(connectTimeout)
+        return agent
+
+    def _requestThroughAgent(self, service: Service, method: bytes, path: bytes, headers: HeaderPairs,
+                             bodyProducerFactory: Optional[Callable[[], IBodyProducer]],
+                             onAttempt: Optional[Callable[[], None]]) -> Deferred:
         host = service.host
         if _isIPLiteral(host) == 6:
             host = "[" + host + "]"
@@ -263,7 +462,14 @@ class UpstreamClient:
         """
         Close every idle upstream connection.
         """
-        return self.pool.closeCachedConnections()
+        closing = []
+        for pool in self._pools.values():
+            idle, pool.idle = pool.idle, []
+            closing.extend(connection.close() for connection in idle)
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
+        return gatherResults(closing).addCallback(lambda _: None)
 
 
 class _Discard(Protocol):

@@ -581,11 +581,11 @@ class _BytesProducer:
     """
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
+        self.body = data
         self.length = len(data)
 
     def startProducing(self, consumer):
-        consumer.write(self._data)
+        consumer.write(self.body)
         return succeed(None)
 
     def pauseProducing(self):
@@ -806,7 +806,8 @@ class _ProxiedRequest:
             return
         exchange.responseStatus = response.code
         exchange.responseReason = response.phrase
-        exchange.responseHeaders = withoutHopByHop(rawHeaderPairs(response.headers))
+        pairs = getattr(response, "headerPairs", None)
+        exchange.responseHeaders = withoutHopByHop(pairs if pairs is not None else rawHeaderPairs(response.headers))
         if response.length is not UNKNOWN_LENGTH and response.code not in http.NO_BODY_CODES \
                 and exchange.method != b"HEAD":
             exchange.responseHeaders.append((b"content-length", b"%d" % (response.length,)))
