@@ -443,6 +443,59 @@ class BackpressureTests(SynchronousTestCase):
         self.assertEqual(transport.events[-1], "stop")
 
 
+class _TrickleResponse:
+    """
+    An upstream response whose body arrives when the test says.
+    """
+
+    code = 200
+    phrase = b"OK"
+    length = UNKNOWN_LENGTH
+    headerPairs = [(b"content-type", b"text/plain")]
+
+    def __init__(self):
+        self.transport = _Transport()
+        self.protocol = None
+
+    def deliverBody(self, protocol):
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+
+class StalledBodyTests(SynchronousTestCase):
+    """
+    An upstream body that stops arriving for the service's C{read_timeout}
+    is given up; one that keeps arriving is not.
+    """
+
+    def test_stallAfterLastChunk(self):
+        """
+        The read timeout counts from the last chunk of the body, not from
+        its start.
+        """
+        clock = MemoryReactorClock()
+        response = _TrickleResponse()
+
+        class Agent:
+            def request(self, method, uri, headers=None, bodyProducer=None):
+                return succeed(response)
+
+        resource = ProxyResource(GatewayState(generationFor()),
+                                 UpstreamClient(clock, agentFactory=lambda t: Agent()), clock)
+        channel = GatewaySite(resource, clock).buildProtocol(None)
+        client = StringTransport()
+        channel.makeConnection(client)
+        channel.dataReceived(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+        response.protocol.dataReceived(b"a")
+        clock.advance(2)
+        response.protocol.dataReceived(b"b")
+        clock.advance(2.9)
+        self.assertEqual(response.transport.events, [])
+        clock.advance(0.2)
+        self.assertEqual(response.transport.events, ["stop"])
+        self.assertIn(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n", client.value())
+
+
 class FrontEndTests(SynchronousTestCase):
     """
     Bad client input, at the byte level.

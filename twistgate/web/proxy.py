@@ -12,6 +12,7 @@ body timeouts).
 
 import json
 from collections import deque
+from collections.abc import Mapping
 from typing import Callable, Deque, List, Optional, Sequence, Tuple
 
 from twisted.internet import task
@@ -95,11 +96,13 @@ def connectionHeaders(pairs: Sequence[Tuple[bytes, bytes]]) -> frozenset:
     @return: the lower-cased hop-by-hop names: the fixed set plus every name
         listed in C{Connection}.
     """
-    named = set(HOP_BY_HOP)
+    named = None
     for name, value in pairs:
         if name == b"connection":
+            if named is None:
+                named = set(HOP_BY_HOP)
             named.update(token.strip().lower() for token in value.split(b",") if token.strip())
-    return frozenset(named)
+    return HOP_BY_HOP if named is None else frozenset(named)
 
 
 def withoutHopByHop(pairs: Sequence[Tuple[bytes, bytes]]) -> Pairs:
@@ -117,6 +120,39 @@ def rawHeaderPairs(headers) -> Pairs:
         order.
     """
     return [(name.lower(), value) for name, values in headers.getAllRawHeaders() for value in values]
+
+
+class _DecodedHeaders(Mapping):
+    """
+    Request header values by lower-case name, decoded for the router only
+    when it looks at one (most routes match on none).
+    """
+
+    __slots__ = ("_pairs", "_decoded")
+
+    def __init__(self, pairs: Pairs) -> None:
+        self._pairs = pairs
+        self._decoded: Optional[dict] = None
+
+    def _values(self) -> dict:
+        if self._decoded is None:
+            decoded: dict = {}
+            for name, value in self._pairs:
+                decoded.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+            self._decoded = decoded
+        return self._decoded
+
+    def __getitem__(self, name: str) -> List[str]:
+        return self._values()[name]
+
+    def get(self, name: str, default=None):
+        return self._values().get(name, default)
+
+    def __iter__(self):
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
 
 
 class RequestBodyTooLarge(Exception):
@@ -690,6 +726,9 @@ class _ProxiedRequest:
         self._upstreamLatency = 0
         self._proxyLatency = 0
         self._bodyRefused = False
+        self._bodyDone = False
+        self._lastBodyAt = 0.0
+        self._clientHost = b""
 
     def start(self) -> None:
         self.request.notifyFinish().addErrback(self._clientLost)
@@ -705,21 +744,24 @@ class _ProxiedRequest:
 
     def _route(self) -> None:
         request = self.request
-        hostHeader = request.getHeader(b"host") or b""
+        pairs = rawHeaderPairs(request.requestHeaders)
+        hostHeader = b""
+        for name, value in pairs:
+            if name == b"host":
+                hostHeader = value
         uri = request.uri
         path, sep, query = uri.partition(b"?")
-        headerMap = {}
-        for name, value in rawHeaderPairs(request.requestHeaders):
-            headerMap.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+        headerMap = _DecodedHeaders(pairs)
         local = request.getHost()
+        port = getattr(local, "port", None)
         scheme = b"https" if request.isSecure() else b"http"
-        match = self.generation.router.match(
-            request.method.decode("latin-1"), hostHeader.decode("latin-1"), path.decode("latin-1"), headerMap,
-            scheme=scheme.decode("ascii"), port=getattr(local, "port", None))
+        router = self.generation.router
+        method, host, routedPath = request.method.decode("latin-1"), hostHeader.decode("latin-1"), \
+            path.decode("latin-1")
+        match = router.match(method, host, routedPath, headerMap, scheme=scheme.decode("ascii"), port=port)
         if match is None:
-            if scheme == b"http" and self.generation.router.match(
-                    request.method.decode("latin-1"), hostHeader.decode("latin-1"), path.decode("latin-1"),
-                    headerMap, scheme="https", port=getattr(local, "port", None)) is not None:
+            if scheme == b"http" and router.match(method, host, routedPath, headerMap, scheme="https",
+                                                  port=port) is not None:
                 # A route for HTTPS only (Kong's https_redirect_status_code).
                 self._respondDirect(426, jsonBody("Please use HTTPS protocol"))
                 return
@@ -741,17 +783,23 @@ class _ProxiedRequest:
             originalUri=uri,
             scheme=scheme,
             authority=hostHeader,
-            requestHeaders=rawHeaderPairs(request.requestHeaders),
+            requestHeaders=pairs,
             clientAddress=(getattr(peer, "host", ""), getattr(peer, "port", 0)),
-            serverAddress=(getattr(local, "host", ""), getattr(local, "port", 0)),
+            serverAddress=(getattr(local, "host", ""), port or 0),
             route=match.route,
             service=service,
             startedAt=self._startedAt,
             connectionId=id(request.channel),
         )
+        self._clientHost = hostHeader
         plan = self.generation.plan
-        self.chain = plan.chainFor(self.exchange) if plan is not None else None
-        self._proxy().addErrback(self._unexpected)
+        chain = self.chain = plan.chainFor(self.exchange) if plan is not None else None
+        if chain is None:
+            self._forward()
+            return
+        steps = chain.requestHeaders()
+        steps.addCallback(self._requestHeadersDone)
+        steps.addErrback(self._unexpected)
 
     def _unexpected(self, failure) -> None:
         if self._clientGone or self._ended:
@@ -765,65 +813,89 @@ class _ProxiedRequest:
         else:
             self._respondDirect(500, jsonBody(MESSAGES[500]))
 
-    @inlineCallbacks
-    def _proxy(self):
+    # The request steps: synchronous unless a filter or the body makes them
+    # wait.
+
+    def _requestHeadersDone(self, _=None) -> Optional[Deferred]:
         exchange, chain = self.exchange, self.chain
-        if chain is not None:
-            yield chain.requestHeaders()
-            if exchange.localResponse is None and chain.wantsRequestBody and not self._clientGone:
-                exchange.requestBody = yield self._readBody()
-                yield chain.requestBody()
+        if exchange.localResponse is None and chain.wantsRequestBody and not self._clientGone:
+            return self._readBody().addCallback(self._requestBodyRead)
+        return self._forward()
+
+    def _requestBodyRead(self, body: bytes) -> Deferred:
+        self.exchange.requestBody = body
+        return self.chain.requestBody().addCallback(lambda _: self._forward())
+
+    def _forward(self) -> Optional[Deferred]:
+        """
+        Send the request upstream, or answer the local response a filter
+        set.
+        """
         if self._clientGone:
-            return
+            return None
+        exchange = self.exchange
         if exchange.localResponse is not None:
             local, exchange.localResponse = exchange.localResponse, None
-            yield self._respondLocal(local)
-            return
+            return self._respondLocal(local)
         bodyFactory = self._bodyFactory()
         headers = self._upstreamHeaders()
         self._proxyLatency = _ms(self._clock.seconds() - self._startedAt)
-        self._upstreamPending = self._resource.upstream.request(
+        pending = self._upstreamPending = self._resource.upstream.request(
             exchange.service, exchange.method, exchange.path, headers, bodyFactory, self._attemptStarted)
-        try:
-            response = yield self._upstreamPending
-        except UpstreamTimeout as e:
-            self._log.warn("upstream {service} timed out: {error}", service=exchange.service.name, error=e)
-            yield self._respondLocal(_errorResponse(504))
-            return
-        except CancelledError:
-            return
-        except Exception as e:
-            if self._bodyRefused:
-                return
-            self._log.warn("upstream {service} failed: {error}", service=exchange.service.name, error=e)
-            yield self._respondLocal(_errorResponse(502))
-            return
-        finally:
-            self._upstreamPending = None
+        pending.addCallbacks(self._upstreamResponded, self._upstreamFailed)
+        pending.addErrback(self._unexpected)
+        return None
+
+    def _upstreamFailed(self, failure: Failure) -> Optional[Deferred]:
+        self._upstreamPending = None
+        service = self.exchange.service
+        if failure.check(UpstreamTimeout):
+            self._log.warn("upstream {service} timed out: {error}", service=service.name, error=failure.value)
+            return self._respondLocal(_errorResponse(504))
+        if failure.check(CancelledError) or self._bodyRefused:
+            return None
+        self._log.warn("upstream {service} failed: {error}", service=service.name, error=failure.value)
+        return self._respondLocal(_errorResponse(502))
+
+    def _upstreamResponded(self, response) -> Optional[Deferred]:
+        self._upstreamPending = None
         self._upstreamLatency = _ms(self._clock.seconds() - self._upstreamStartedAt)
         if self._clientGone:
             response.deliverBody(_Discard())
-            return
+            return None
+        exchange, chain = self.exchange, self.chain
         exchange.responseStatus = response.code
         exchange.responseReason = response.phrase
         pairs = getattr(response, "headerPairs", None)
-        exchange.responseHeaders = withoutHopByHop(pairs if pairs is not None else rawHeaderPairs(response.headers))
+        pairs = withoutHopByHop(pairs if pairs is not None else rawHeaderPairs(response.headers))
         if response.length is not UNKNOWN_LENGTH and response.code not in http.NO_BODY_CODES \
                 and exchange.method != b"HEAD":
-            exchange.responseHeaders.append((b"content-length", b"%d" % (response.length,)))
-        if chain is not None:
-            yield chain.responseHeaders()
-            if self._clientGone:
-                response.deliverBody(_Discard())
-                return
-            if exchange.localResponse is not None:
-                response.deliverBody(_Discard())
-                local, exchange.localResponse = exchange.localResponse, None
-                yield self._respondLocal(local, ranHeaders=True)
-                return
+            pairs.append((b"content-length", b"%d" % (response.length,)))
+        exchange.responseHeaders = pairs
+        if chain is None:
+            self._sendResponse(response)
+            return None
+        return chain.responseHeaders().addCallback(self._responseHeadersDone, response)
+
+    def _responseHeadersDone(self, _, response) -> Optional[Deferred]:
+        exchange = self.exchange
+        if self._clientGone:
+            response.deliverBody(_Discard())
+            return None
+        if exchange.localResponse is not None:
+            response.deliverBody(_Discard())
+            local, exchange.localResponse = exchange.localResponse, None
+            return self._respondLocal(local, ranHeaders=True)
+        self._sendResponse(response)
+        return None
+
+    def _sendResponse(self, response) -> None:
+        exchange = self.exchange
         self._writeHead(exchange.responseStatus, exchange.responseReason, exchange.responseHeaders,
                         proxied=True)
         response.deliverBody(_BodyReceiver(self))
+        if not self._bodyDone and not self._ended and not self._clientGone:
+            self._armReadTimer(self.exchange.service.readTimeout / 1000.0)
 
     def _attemptStarted(self) -> None:
         self._upstreamStartedAt = self._clock.seconds()
@@ -896,10 +968,11 @@ class _ProxiedRequest:
             self._abortClient()
 
     def _upstreamHeaders(self) -> Pairs:
-        exchange, request = self.exchange, self.request
+        exchange = self.exchange
         route, service = exchange.route, exchange.service
-        dropped = connectionHeaders(exchange.requestHeaders) | _NOT_FORWARDED_UPSTREAM
-        clientHost = request.getHeader(b"host") or b""
+        named = connectionHeaders(exchange.requestHeaders)
+        dropped = _NOT_FORWARDED_UPSTREAM if named is HOP_BY_HOP else named | _NOT_FORWARDED_UPSTREAM
+        clientHost = self._clientHost
         if exchange.authority != clientHost:
             hostValue = exchange.authority
         elif getattr(route, "preserveHost", False) and clientHost:
@@ -968,12 +1041,12 @@ class _ProxiedRequest:
             return
         self._gate = _Gate(transport)
         self.request.registerProducer(_ClientPressure(self._gate), True)
-        self._armReadTimer()
 
     def _bodyReceived(self, data: bytes) -> None:
         if self._clientGone:
             return
-        self._armReadTimer()
+        if self._readTimer is not None:
+            self._lastBodyAt = self._clock.seconds()
         if self.chain is None:
             self.request.write(data)
             return
@@ -988,6 +1061,7 @@ class _ProxiedRequest:
             self.request.write(data)
 
     def _bodyEnded(self, reason) -> None:
+        self._bodyDone = True
         self._cancelReadTimer()
         if self._clientGone:
             return
@@ -1012,10 +1086,13 @@ class _ProxiedRequest:
         self.request.finish()
         self._end()
 
-    def _armReadTimer(self) -> None:
-        self._cancelReadTimer()
-        timeout = self.exchange.service.readTimeout / 1000.0
-        self._readTimer = self._clock.callLater(timeout, self._readTimedOut)
+    def _armReadTimer(self, delay: float) -> None:
+        """
+        Watch the upstream body for a stall: the timer is armed once and
+        moved on lazily, from the time the last chunk arrived.
+        """
+        self._lastBodyAt = self._clock.seconds()
+        self._readTimer = self._clock.callLater(delay, self._readTimedOut)
 
     def _cancelReadTimer(self) -> None:
         if self._readTimer is not None and self._readTimer.active():
@@ -1024,8 +1101,15 @@ class _ProxiedRequest:
 
     def _readTimedOut(self) -> None:
         self._readTimer = None
+        timeout = self.exchange.service.readTimeout / 1000.0
         if self._gate is not None and self._gate.paused:
-            self._armReadTimer()
+            self._armReadTimer(timeout)
+            return
+        quiet = self._clock.seconds() - self._lastBodyAt
+        if quiet < timeout:
+            lastBodyAt = self._lastBodyAt
+            self._armReadTimer(timeout - quiet)
+            self._lastBodyAt = lastBodyAt
             return
         self._log.warn("upstream {service} stalled mid-body", service=self.exchange.service.name)
         self._gate.stop()
