@@ -22,6 +22,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+from yaml.reader import ReaderError
 
 from twistgate.config.errors import ConfigError
 from twistgate.config.filters import FilterFile, pcreToPython, validateFilterConfig
@@ -45,6 +48,18 @@ PROTOCOLS = ("http", "https")
 MAX_TIMEOUT = 2**31 - 2
 MAX_RETRIES = 32767
 FAILURE_POLICIES = ("fail_closed", "fail_open")
+MAX_NESTING = 100
+"""
+How deep collections may nest, aliases expanded: deeper documents are
+refused before anything recurses over them.
+"""
+MAX_VALUES = 1_000_000
+"""
+How many values (collections and scalars) a document may hold once its
+aliases are expanded: a few aliases can otherwise describe a structure too
+large to write as JSON or validate ("billion laughs").
+"""
+MAX_INTEGER_DIGITS = 64
 
 _TOP_LEVEL_FIELDS = ("_format_version", "_transform", "_comment", "services", "routes", "filter_chains")
 _SERVICE_FIELDS = (
@@ -77,6 +92,27 @@ class _YamlLoader(yaml.SafeLoader):
     """
 
     duplicates: List[str]
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise ComposerError(None, None, "nested deeper than %d levels" % (MAX_NESTING,),
+                                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_yaml_int(self, node):
+        text = node.value.replace("_", "").lstrip("+-").lower()
+        if text[:2] in ("0b", "0o", "0x"):
+            text = text[2:]
+        digits = sum(character.isalnum() for character in text)
+        if digits > MAX_INTEGER_DIGITS:
+            raise ConstructorError(None, None, "integer of %d digits is too large (at most %d)"
+                                   % (digits, MAX_INTEGER_DIGITS), node.start_mark)
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -98,6 +134,8 @@ class _YamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_YamlLoader.add_constructor("tag:yaml.org,2002:int", _YamlLoader.construct_yaml_int)
+
 _YamlLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -114,12 +152,26 @@ def _describe(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "a list"
     try:
-        return json.dumps(value, ensure_ascii=False)
+        described = json.dumps(value, ensure_ascii=False)
+        return described if described.isprintable() else json.dumps(value)
     except (TypeError, ValueError):
-        return repr(value)
+        return ascii(value)
+
+
+def _printable(line: str) -> str:
+    """
+    @return: C{line} with every character that would break it (line
+        breaks, controls, lone surrogates) escaped, so that it is one line
+        of UTF-8-encodable text.
+    """
+    if line.isprintable():
+        return line
+    return "".join(character if character.isprintable() else ascii(character)[1:-1] for character in line)
 
 
 def _field(location: str, key: object) -> str:
+    if isinstance(key, str) and not key.isprintable():
+        return '%s[%s]' % (location, json.dumps(key))
     return "%s.%s" % (location, key) if location else str(key)
 
 
@@ -693,9 +745,83 @@ class _ConfigReader:
                 self.error(nameWhere, "invalid environment variable name %s" % (_describe(name),))
             elif not isinstance(text, str):
                 self.typeError(nameWhere, "a string (quote it)", text)
+            elif "\x00" in text:
+                self.error(nameWhere, "%s contains a NUL character" % (_describe(text),))
             else:
                 env[name] = text
         return env
+
+
+def _checkValues(document: object) -> List[str]:
+    """
+    Check what every later step assumes of a parsed document, aliases
+    expanded: no collection contains itself, nesting and size are bounded,
+    and every string (key or value) can be encoded as UTF-8 (YAML's
+    C{"\\uD83D"} escape gives a lone surrogate, which cannot).
+
+    @return: one C{"<location>: <message>"} per problem.
+    """
+    errors: List[str] = []
+    measured: Dict[int, Tuple[int, int]] = {}
+    onPath = set()
+    collections = (dict, list, tuple, set)
+
+    def children(container, location):
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, value in items:
+            where = _field(location, key) if isinstance(container, dict) else _item(location, key)
+            if isinstance(key, str) and not _encodable(key):
+                errors.append("%s: %s is not valid Unicode text (a lone UTF-16 surrogate)" % (where, json.dumps(key)))
+            yield where, value
+
+    if not isinstance(document, collections):
+        return errors
+    stack = [(document, children(document, ""), [1, 0])]
+    onPath.add(id(document))
+    while stack:
+        container, pending, measure = stack[-1]
+        for where, value in pending:
+            if isinstance(value, collections):
+                if id(value) in onPath:
+                    errors.append("%s: refers to itself (a recursive alias)" % (where,))
+                elif id(value) in measured:
+                    size, depth = measured[id(value)]
+                    measure[0] += size
+                    measure[1] = max(measure[1], depth)
+                else:
+                    onPath.add(id(value))
+                    stack.append((value, children(value, where), [1, 0]))
+                    break
+            else:
+                measure[0] += 1
+                if isinstance(value, str) and not _encodable(value):
+                    errors.append("%s: %s is not valid Unicode text (a lone UTF-16 surrogate)"
+                                  % (where, json.dumps(value)))
+        else:
+            stack.pop()
+            onPath.discard(id(container))
+            size, depth = measure[0], measure[1] + 1
+            measured[id(container)] = (size, depth)
+            if stack:
+                parent = stack[-1][2]
+                parent[0] += size
+                parent[1] = max(parent[1], depth)
+    if errors:
+        return errors
+    size, depth = measured[id(document)]
+    if size > MAX_VALUES:
+        errors.append("(root): the document expands to more than %d values (through aliases?)" % (MAX_VALUES,))
+    elif depth > MAX_NESTING:
+        errors.append("(root): the document nests deeper than %d levels (through aliases?)" % (MAX_NESTING,))
+    return errors
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _findDuplicates(reader: _ConfigReader, drafts: List[_Draft], what: str) -> None:
@@ -772,7 +898,7 @@ def _build(reader: _ConfigReader, source: str, text: str) -> GatewayConfig:
         chainOwner[id(chain)] = (kind, owner)
 
     if reader.errors:
-        raise ConfigError("%s: %s" % (source, line) for line in reader.errors)
+        raise ConfigError(_printable("%s: %s" % (source, line)) for line in reader.errors)
 
     built = GatewayConfig(
         services=tuple(
@@ -840,7 +966,13 @@ def loadConfigText(text: str, source: str, filters: Mapping[str, FilterFile]) ->
     @raise ConfigError: with every problem, one line each, C{"<source>:
         <location>: <message>"}.
     """
-    loader = _YamlLoader(text)
+    try:
+        loader = _YamlLoader(text)
+    except ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - text.rfind("\n", 0, error.position)
+        raise ConfigError([_printable("%s: line %d, column %d: invalid YAML: unacceptable character #x%04x"
+                                      % (source, line, column, error.character))])
     loader.duplicates = []
     try:
         document = loader.get_single_data()
@@ -850,11 +982,14 @@ def loadConfigText(text: str, source: str, filters: Mapping[str, FilterFile]) ->
         problem = error.problem or error.context or "invalid YAML"
         if error.context and error.problem:
             problem = "%s (%s)" % (error.problem, error.context)
-        raise ConfigError(["%s: %s: invalid YAML: %s" % (source, where, problem)])
+        raise ConfigError([_printable("%s: %s: invalid YAML: %s" % (source, where, problem))])
     except yaml.YAMLError as error:
-        raise ConfigError(["%s: (root): invalid YAML: %s" % (source, str(error).splitlines()[0])])
+        raise ConfigError([_printable("%s: (root): invalid YAML: %s" % (source, str(error).splitlines()[0]))])
     finally:
         loader.dispose()
+    problems = _checkValues(document)
+    if problems:
+        raise ConfigError(_printable("%s: %s" % (source, line)) for line in problems)
     reader = _ConfigReader(filters)
     reader.errors.extend(loader.duplicates)
     reader.document(document)
