@@ -265,6 +265,25 @@ class HTTP11ClientTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(second).code, 204)
         self.assertEqual(self.reactor.tcpClients, [])
 
+    def test_wholeBodyWithHead(self):
+        """
+        A body that arrived with its head is on the response at once, and
+        the connection is free for the next request.
+        """
+        self.responses += [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+                           b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel"]
+        d = self.request()
+        pump = self.completer.succeedOnce()
+        pump.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.bufferedBody, b"hello")
+        self.assertEqual(self.body(response, pump)[0], b"hello")
+        second = self.request()
+        pump.flush()
+        response = self.successResultOf(second)
+        self.assertIsNone(response.bufferedBody)
+        self.assertEqual(self.reactor.tcpClients, [])
+
     def test_connectionCloseNotReused(self):
         """
         After C{Connection: close} the next request opens a new connection;

@@ -496,6 +496,56 @@ class StalledBodyTests(SynchronousTestCase):
         self.assertIn(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n", client.value())
 
 
+class _WholeResponse:
+    """
+    An upstream response whose whole body arrived with its head, as the
+    built-in client gives it.
+    """
+
+    code = 200
+    phrase = b"OK"
+
+    def __init__(self, body):
+        self.bufferedBody = body
+        self.length = len(body)
+        self.headerPairs = [(b"content-type", b"text/plain")]
+
+    def deliverBody(self, protocol):
+        raise AssertionError("a whole body is not delivered again")
+
+
+class WholeBodyTests(SynchronousTestCase):
+    """
+    A body that arrived whole with its head goes through the filters in
+    one step and keeps a Content-Length, even when a filter rewrites it.
+    """
+
+    def test_filterRewritesWholeBody(self):
+        """
+        The filter sees the body once, at the end of the stream; the client
+        gets the rewritten body with its own length.
+        """
+        plan = ScriptedPlan(rewritesResponseBody=True, onChunk=lambda chunk: chunk.upper() + b"!")
+
+        class Agent:
+            def request(self, method, uri, headers=None, bodyProducer=None):
+                return succeed(_WholeResponse(b"hello"))
+
+        clock = MemoryReactorClock()
+        resource = ProxyResource(GatewayState(generationFor(plan=plan)),
+                                 UpstreamClient(clock, agentFactory=lambda t: Agent()), clock)
+        channel = GatewaySite(resource, clock).buildProtocol(None)
+        client = StringTransport()
+        channel.makeConnection(client)
+        channel.dataReceived(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = client.value().partition(b"\r\n\r\n")
+        self.assertIn(b"\r\nContent-Length: 6\r\n", head)
+        self.assertNotIn(b"Transfer-Encoding", head)
+        self.assertEqual(body, b"HELLO!")
+        self.assertEqual(plan.chains[0].calls, ["requestHeaders", "responseHeaders", ("responseBody", True),
+                                                "finish"])
+
+
 class FrontEndTests(SynchronousTestCase):
     """
     Bad client input, at the byte level.

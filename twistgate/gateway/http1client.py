@@ -98,7 +98,12 @@ class UpstreamResponse:
     @ivar headerPairs: lower-cased C{(name, value)} pairs in order, without
         the connection control headers and those named in C{Connection}.
     @ivar length: the body length, or L{UNKNOWN_LENGTH}.
+    @ivar bufferedBody: the whole body when it arrived with the head (the
+        connection then already carries no part of this response), else
+        L{None}.
     """
+
+    bufferedBody: Optional[bytes] = None
 
     def __init__(self, version: bytes, code: int, phrase: bytes, headerPairs: Pairs, length,
                  connection: "HTTP11ClientConnection") -> None:
@@ -403,7 +408,7 @@ class HTTP11ClientConnection(Protocol):
             pairs.append((name.lower(), value.strip()))
         if 100 <= code < 200 and code != 101:
             return rest
-        self._startBody(version, code, phrase, pairs)
+        rest = self._startBody(version, code, phrase, pairs, rest)
         return rest if self._state != _DONE else self._afterDone(rest)
 
     def _afterDone(self, rest: bytes) -> Optional[bytes]:
@@ -411,7 +416,13 @@ class HTTP11ClientConnection(Protocol):
             self._abort()
         return None
 
-    def _startBody(self, version: bytes, code: int, phrase: bytes, pairs: Pairs) -> None:
+    def _startBody(self, version: bytes, code: int, phrase: bytes, pairs: Pairs, rest: bytes) -> bytes:
+        """
+        Start receiving the body of a response whose head arrived, with
+        C{rest} the bytes that came after the head.
+
+        @return: what is left of C{rest} to parse.
+        """
         head = self._method == b"HEAD"
         connection: List[bytes] = []
         lengths: List[bytes] = []
@@ -445,7 +456,7 @@ class HTTP11ClientConnection(Protocol):
             values = {value.strip() for value in b",".join(lengths).split(b",")}
             if len(values) != 1 or not next(iter(values)).isdigit():
                 self._badResponse("invalid Content-Length {!r}".format(b", ".join(lengths)))
-                return
+                return b""
             length = self._remaining = int(next(iter(values)))
             self._state = _LENGTH if length else _DONE
         else:
@@ -455,9 +466,18 @@ class HTTP11ClientConnection(Protocol):
         self._keepAlive = keepAlive
         response = self._response = UpstreamResponse(version, code, phrase, headerPairs, length, self)
         onResponse, self._onResponse, self._onFailure = self._onResponse, None, None
-        onResponse(response)
-        if self._state == _DONE and self._response is response:
+        if self._state == _LENGTH and len(rest) >= self._remaining:
+            # The whole body came with the head: the caller gets it at once.
+            response.bufferedBody = body = rest[:self._remaining]
+            rest = rest[self._remaining:]
+            self._remaining = 0
+            response._pending.append(body)
             self._finishResponse()
+        elif self._state == _DONE:
+            response.bufferedBody = b""
+            self._finishResponse()
+        onResponse(response)
+        return rest
 
     def _parseChunked(self, data: bytes) -> Optional[bytes]:
         state = self._state

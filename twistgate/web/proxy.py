@@ -873,8 +873,7 @@ class _ProxiedRequest:
             pairs.append((b"content-length", b"%d" % (response.length,)))
         exchange.responseHeaders = pairs
         if chain is None:
-            self._sendResponse(response)
-            return None
+            return self._sendResponse(response)
         return chain.responseHeaders().addCallback(self._responseHeadersDone, response)
 
     def _responseHeadersDone(self, _, response) -> Optional[Deferred]:
@@ -886,11 +885,19 @@ class _ProxiedRequest:
             response.deliverBody(_Discard())
             local, exchange.localResponse = exchange.localResponse, None
             return self._respondLocal(local, ranHeaders=True)
-        self._sendResponse(response)
-        return None
+        return self._sendResponse(response)
 
-    def _sendResponse(self, response) -> None:
+    def _sendResponse(self, response) -> Optional[Deferred]:
         exchange = self.exchange
+        whole = getattr(response, "bufferedBody", None)
+        if whole is not None and exchange.method != b"HEAD" and response.code not in http.NO_BODY_CODES:
+            # The whole body is here: one pass through the filters, and the
+            # response keeps a Content-Length.
+            self._bodyDone = True
+            if self.chain is None:
+                self._writeWhole(whole)
+                return None
+            return self.chain.responseBody(whole, True).addCallback(self._writeWhole)
         self._writeHead(exchange.responseStatus, exchange.responseReason, exchange.responseHeaders,
                         proxied=True)
         response.deliverBody(_BodyReceiver(self))
@@ -1055,6 +1062,20 @@ class _ProxiedRequest:
         self._bodyQueue.addCallback(self._writeFiltered)
         self._bodyQueue.addCallback(lambda _: self._gate.resume("filter"))
         self._bodyQueue.addErrback(self._unexpected)
+
+    def _writeWhole(self, body: bytes) -> None:
+        """
+        Answer with the whole (filtered) upstream body.
+        """
+        if self._clientGone or self._ended:
+            return
+        exchange = self.exchange
+        pairs = [(name, value) for name, value in exchange.responseHeaders if name != b"content-length"]
+        pairs.append((b"content-length", b"%d" % (len(body),)))
+        self._writeHead(exchange.responseStatus, exchange.responseReason, pairs, proxied=True, framed=True)
+        if body:
+            self.request.write(body)
+        self._complete()
 
     def _writeFiltered(self, data: bytes) -> None:
         if data and not self._clientGone:
