@@ -16,6 +16,7 @@ from twistgate.config.filters import discoverFilters
 from twistgate.config.loader import loadConfigText
 from twistgate.gateway.chain import ChainPlanner
 from twistgate.gateway.filters import FilterRegistry, UnknownFilter
+from twistgate.proxywasm.constants import LogLevel
 from twistgate.proxywasm.metrics import MetricStore
 from twistgate.proxywasm.vm import IFilterObserver
 from twistgate.wasm.interfaces import Limits
@@ -111,6 +112,29 @@ class CompositionMixin(RuntimeMixin):
         steps = [m.split("step:")[1] for m in logs.messages("twistgate.filter.hostcalls") if "step:" in m]
         self.assertEqual(steps, ["request_headers", "response_headers", "response_body", "done", "log",
                                  "delete"])
+
+    def test_logLevel(self):
+        """
+        Guest logs below the planner's log level are dropped (C{proxy_log}
+        still answers OK); C{proxy_get_log_level} answers the level.
+        """
+        from tests.proxywasm_harness import LogCapture, report
+        logs = LogCapture(self)
+        harness = self.harness(routeConfig(hostcalls(
+            "request_headers log debug quiet-debug; request_headers log info quiet-info;"
+            " request_headers log warn loud-warn; request_headers log critical loud-critical;"
+            " request_headers get_log_level; response_headers report_header")))
+        harness.plan.stop()
+        harness.planner.logLevel = LogLevel.WARN
+        harness.plan = harness.planner.build(harness.config)
+        self.addCleanup(harness.plan.stop)
+        result = self.respond(harness)
+        self.assertEqual(report(result), ["log debug=ok", "log info=ok", "log warn=ok", "log critical=ok",
+                                          "get_log_level=3"])
+        messages = " ".join(logs.messages("twistgate.filter.hostcalls"))
+        self.assertIn("loud-warn", messages)
+        self.assertIn("loud-critical", messages)
+        self.assertNotIn("quiet", messages)
 
     def test_phaseObserver(self):
         """

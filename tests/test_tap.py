@@ -15,6 +15,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistgate import tap
+from twistgate.proxywasm.constants import LogLevel
 from twistgate.service import GatewayService
 from twistgate.wasm.interfaces import Limits, RuntimeUnavailable
 from twistgate.wasm.registry import getRuntime
@@ -94,6 +95,48 @@ class OptionsTests(SynchronousTestCase):
     def test_sizes(self):
         self.assertEqual(self.parse(["--config", "k", "--max-body-size", "512k"])["max-body-size"], 512 * 1024)
         self.assertEqual(self.parse(["--config", "k", "--max-body-size", "0"])["max-body-size"], 0)
+
+
+class LogLevelOptionsTests(SynchronousTestCase):
+    """
+    C{--log-level} and Kong's C{KONG_LOG_LEVEL}: the lowest level of
+    filters' logs kept.
+    """
+
+    def parse(self, *args, environ=None):
+        options = tap.Options()
+        options.environ = environ or {}
+        options.parseOptions(["--config", "k"] + list(args))
+        return options["filter-log-level"]
+
+    def test_default(self):
+        self.assertEqual(self.parse(), LogLevel.INFO)
+
+    def test_option(self):
+        for name, level in [("trace", LogLevel.TRACE), ("debug", LogLevel.DEBUG), ("info", LogLevel.INFO),
+                            ("WARN", LogLevel.WARN), ("error", LogLevel.ERROR),
+                            ("critical", LogLevel.CRITICAL)]:
+            self.assertEqual(self.parse("--log-level", name), level)
+
+    def test_kongEnvironment(self):
+        """
+        C{KONG_LOG_LEVEL} takes Kong's names (notice is info, crit is
+        critical); the option wins over it.
+        """
+        for name, level in [("debug", LogLevel.DEBUG), ("info", LogLevel.INFO), ("notice", LogLevel.INFO),
+                            ("warn", LogLevel.WARN), ("error", LogLevel.ERROR), ("crit", LogLevel.CRITICAL)]:
+            self.assertEqual(self.parse(environ={"KONG_LOG_LEVEL": name}), level)
+        self.assertEqual(self.parse("--log-level", "error", environ={"KONG_LOG_LEVEL": "debug"}),
+                         LogLevel.ERROR)
+
+    def test_errors(self):
+        for args, environ, prefix in [(("--log-level", "loud"), {}, "--log-level: "),
+                                      (("--log-level", "notice"), {}, "--log-level: "),
+                                      ((), {"KONG_LOG_LEVEL": "trace"}, "KONG_LOG_LEVEL: ")]:
+            error = self.assertRaises(usage.UsageError, self.parse, *args, environ=environ)
+            message = str(error)
+            self.assertTrue(message.startswith(prefix), message)
+            self.assertNotIn("\n", message)
 
 
 class FilterLimitOptionsTests(SynchronousTestCase):

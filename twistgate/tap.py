@@ -101,6 +101,11 @@ def _seconds(value: str, option: str) -> float:
     return seconds
 
 
+_LOG_LEVELS = {name: name.upper() for name in ("trace", "debug", "info", "warn", "error", "critical")}
+_KONG_LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "notice": "INFO", "warn": "WARN", "error": "ERROR",
+                    "crit": "CRITICAL"}
+
+
 class Options(usage.Options):
     """
     C{twistd twistgate} options. Kong's environment variables fill in
@@ -112,7 +117,7 @@ class Options(usage.Options):
         "Run the twistgate API gateway over a Kong-style declarative kong.yml. Listen addresses are"
         " Twisted endpoint strings (tcp:8000, ssl:8443:privateKey=key.pem:certKey=cert.pem) or Kong's"
         " host:port form; 'off' disables a listener. Environment fallbacks: KONG_DECLARATIVE_CONFIG,"
-        " KONG_WASM_FILTERS_PATH, KONG_PROXY_LISTEN, KONG_ADMIN_LISTEN, KONG_WASM (on/off)."
+        " KONG_WASM_FILTERS_PATH, KONG_PROXY_LISTEN, KONG_ADMIN_LISTEN, KONG_WASM (on/off), KONG_LOG_LEVEL."
     )
     optParameters = [
         ["config", "c", None, "Declarative configuration file (kong.yml) [env: KONG_DECLARATIVE_CONFIG]"],
@@ -144,6 +149,8 @@ class Options(usage.Options):
         ["filter-trap-window", None, "60", "Seconds over which a filter's traps are counted"],
         ["filter-backoff", None, "30",
          "Seconds a filter stays in backoff (its requests get 503, or skip it when fail_open)"],
+        ["log-level", None, None, "Lowest level of filters' logs kept: trace, debug, info, warn, error or"
+         " critical [env: KONG_LOG_LEVEL (debug, info, notice, warn, error, crit); default: info]"],
         ["cache-dir", None, None, "Directory caching compiled filter modules, or off"
          " [default: $XDG_CACHE_HOME/twistgate or ~/.cache/twistgate]"],
     ]
@@ -184,7 +191,27 @@ class Options(usage.Options):
             for option in ("proxy-endpoints", "admin-endpoints", "echo-endpoints"):
                 if len(self[option]) > 1:
                     raise usage.UsageError("--workers: one endpoint per listener, not %s" % (", ".join(self[option]),))
+        self["filter-log-level"] = self._logLevel()
         self._filterLimits()
+
+    def _logLevel(self):
+        """
+        @return: the L{twistgate.proxywasm.constants.LogLevel} of
+            C{--log-level}, else of C{KONG_LOG_LEVEL} (Kong's names), else
+            info.
+        """
+        from twistgate.proxywasm.constants import LogLevel
+
+        if self["log-level"] is not None:
+            names, option, value = _LOG_LEVELS, "--log-level", self["log-level"]
+        elif self.environ.get("KONG_LOG_LEVEL"):
+            names, option, value = _KONG_LOG_LEVELS, "KONG_LOG_LEVEL", self.environ["KONG_LOG_LEVEL"]
+        else:
+            return LogLevel.INFO
+        name = names.get(value.strip().lower())
+        if name is None:
+            raise usage.UsageError("%s: %r is not one of %s" % (option, value, ", ".join(names)))
+        return LogLevel[name]
 
     def _filterLimits(self) -> None:
         """
@@ -254,7 +281,8 @@ def _settingsFrom(options: Options):
 
 
 def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=None, sharedQueues=None,
-                     observer=None, limits=None, trapPolicy=None, cacheDirectory: Optional[str] = None):
+                     observer=None, limits=None, trapPolicy=None, cacheDirectory: Optional[str] = None,
+                     logLevel=None):
     """
     The filter chain plan builder over the Wasm runtime C{vm}. The runtime
     is loaded on the first configuration that has filter chains; if it
@@ -271,6 +299,8 @@ def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=Non
     @param trapPolicy: the L{twistgate.proxywasm.vm.TrapPolicy}.
     @param cacheDirectory: where compiled modules are cached, L{None} for
         no cache.
+    @param logLevel: the lowest L{twistgate.proxywasm.constants.LogLevel}
+        of filters' logs kept (default: info).
     @return: a callable from a L{GatewayConfig} to its chain plan; it
         raises L{ConfigError} when the runtime is unavailable or a filter
         rejects its configuration.
@@ -278,10 +308,12 @@ def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=Non
     from twisted.web.client import Agent, HTTPConnectionPool
 
     from twistgate.gateway.chain import ChainPlanner
+    from twistgate.proxywasm.constants import LogLevel
     from twistgate.wasm.interfaces import Limits, RuntimeUnavailable
     from twistgate.wasm.registry import getRuntime
 
     limits = limits if limits is not None else Limits()
+    logLevel = logLevel if logLevel is not None else LogLevel.INFO
     planners = []
 
     def build(config):
@@ -299,7 +331,7 @@ def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=Non
             planners.append(ChainPlanner(runtime, filters, reactor, agent, limits=limits,
                                          cacheDirectory=cacheDirectory, metrics=metricStore,
                                          sharedData=sharedData, sharedQueues=sharedQueues,
-                                         trapPolicy=trapPolicy, observer=observer))
+                                         trapPolicy=trapPolicy, observer=observer, logLevel=logLevel))
         return planners[0].build(config)
 
     return build
@@ -348,7 +380,8 @@ def _gateway(options: Options, settings, reactor):
         planBuilder = chainPlanBuilder(settings.vm, filters, reactor, metricStore, sharedData, sharedQueues,
                                        observer=metrics, limits=options["limits"],
                                        trapPolicy=options["trap-policy"],
-                                       cacheDirectory=options["cache-directory"])
+                                       cacheDirectory=options["cache-directory"],
+                                       logLevel=options["filter-log-level"])
     gateway = GatewayService(settings, reactor, planBuilder=planBuilder, filters=filters, handleSignals=True,
                              metrics=metrics, accessLog=accessLog)
     for store in (sharedData, sharedQueues):

@@ -17,7 +17,7 @@ from twistgate.config.errors import ConfigError
 from twistgate.config.filters import FilterFile
 from twistgate.gateway.exchange import IChainRun, LocalResponse
 from twistgate.gateway.filters import FilterRegistry, UnknownFilter
-from twistgate.proxywasm.constants import Action
+from twistgate.proxywasm.constants import Action, LogLevel
 from twistgate.proxywasm.contexts import spliceBody
 from twistgate.proxywasm.metrics import MetricStore
 from twistgate.proxywasm.shared import InMemorySharedData, InMemorySharedQueues
@@ -71,7 +71,8 @@ class ChainPlanner:
                  sharedData=None, sharedQueues=None, metrics=None,
                  trapPolicy: Optional[TrapPolicy] = None,
                  settings: ChainSettings = ChainSettings(), wasi=None,
-                 phaseObserver=None, observer: Optional[IFilterObserver] = None) -> None:
+                 phaseObserver=None, observer: Optional[IFilterObserver] = None,
+                 logLevel: LogLevel = LogLevel.TRACE) -> None:
         """
         @param runtime: the L{twistgate.wasm.interfaces.IWasmRuntime}.
         @param filters: the installed filters by name.
@@ -88,6 +89,8 @@ class ChainPlanner:
             C{observeFilterPhase}.
         @param observer: the L{IFilterObserver} (the Prometheus metrics)
             told of phases, traps, recycles and instance memory.
+        @param logLevel: the lowest L{LogLevel} of filters' logs that is
+            kept (lower ones cost nothing).
         """
         self.registry = FilterRegistry(runtime, filters, cacheDirectory)
         self.reactor = reactor
@@ -101,6 +104,7 @@ class ChainPlanner:
         self.wasi = wasi
         self.phaseObserver = phaseObserver
         self.observer = observer
+        self.logLevel = logLevel
         self.activity = GuestActivity()
 
     def build(self, config) -> "ChainPlan":
@@ -122,7 +126,8 @@ class ChainPlanner:
         environment = HostEnvironment(
             self.reactor, self.agent, self.sharedData, self.sharedQueues, self.metrics,
             services=services.get, wasi=self.wasi, trapPolicy=self.trapPolicy,
-            phaseObserver=self.phaseObserver, observer=self.observer, activity=self.activity)
+            logLevel=self.logLevel, phaseObserver=self.phaseObserver, observer=self.observer,
+            activity=self.activity)
         wanted: List[Tuple[str, object, object]] = []
         envs: Dict[str, Dict[str, str]] = {}
         for chainIndex, chain in enumerate(config.filterChains):

@@ -198,11 +198,11 @@ class Hostcalls:
     # Logging and time.
 
     def proxy_log(self, level, message, messageSize):
-        data = self._read(message, messageSize)
-        logLevel = enumValue(LogLevel, level)
-        if logLevel is None:
+        if not LogLevel.TRACE <= level <= LogLevel.CRITICAL:
             return Status.BAD_ARGUMENT
-        self.vm.logFromGuest(logLevel, data)
+        if level < self.vm.environment.logLevel:
+            return Status.OK
+        self.vm.logFromGuest(LogLevel(level), self._read(message, messageSize))
         return Status.OK
 
     def proxy_get_log_level(self, levelPointer):

@@ -167,6 +167,8 @@ class HostEnvironment:
             C{(protocol, host, port)}.
         @param wasi: makes the WASI host functions for a VM (default:
             L{wasiFunctions}).
+        @param logLevel: the lowest L{LogLevel} guests' logs (C{proxy_log},
+            WASI output) are kept at; C{proxy_get_log_level} answers it.
         @param phaseObserver: called as C{(filterName, callbackName,
             seconds)} after each callback the host makes; by default the
             C{observeFilterPhase} of C{observer}.
@@ -735,7 +737,8 @@ class ProxyWasmVM:
     def logFromGuest(self, level: LogLevel, message: bytes) -> None:
         """
         Log a message from C{proxy_log} or WASI output, with the filter name
-        and the context id.
+        and the context id (callers skip messages below the environment's
+        C{logLevel}).
         """
         context = self.effectiveContext
         self.log.emit(_TWISTED_LEVELS[level], "[{filter} #{contextId}] {text}",
@@ -745,10 +748,11 @@ class ProxyWasmVM:
     def logWasi(self, level: str, text: str) -> None:
         """
         Log a line the guest wrote to stdout (C{"info"}) or stderr
-        (C{"error"}) through WASI.
+        (C{"error"}) through WASI, unless below the environment's log level.
         """
-        self.logFromGuest(LogLevel.ERROR if level == "error" else LogLevel.INFO,
-                          text.encode("utf-8", "replace"))
+        proxyWasmLevel = LogLevel.ERROR if level == "error" else LogLevel.INFO
+        if proxyWasmLevel >= self.environment.logLevel:
+            self.logFromGuest(proxyWasmLevel, text.encode("utf-8", "replace"))
 
     def logHost(self, level: str, message: str, contextId: Optional[int] = None) -> None:
         """
