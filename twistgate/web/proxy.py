@@ -386,6 +386,26 @@ class GatewayRequest(server.Request):
             return
         super().gotLength(length)
 
+    def process(self):
+        """
+        Process as Twisted does, without its default C{Server} and C{Date}
+        headers (the proxy writes its own) and without splitting the path
+        for a resource tree when the site's resource is a leaf.
+        """
+        self.site = site = self.channel.site
+        self.prepath = []
+        if site.resource.isLeaf:
+            self.postpath = []
+        else:
+            self.postpath = list(map(http.unquote, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            self.render(site.getResourceFor(self))
+        except BaseException:
+            self.processingFailed(Failure())
+
     def startEarly(self, command: bytes, path: bytes, version: bytes) -> None:
         """
         Process this request now, before its body arrived.
@@ -457,6 +477,24 @@ class GatewayChannel(http.HTTPChannel):
 
     _headerTimer = None
     _partialHead = False
+    _peer = None
+    _local = None
+    _secure = None
+
+    def getPeer(self):
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def getHost(self):
+        if self._local is None:
+            self._local = super().getHost()
+        return self._local
+
+    def isSecure(self):
+        if self._secure is None:
+            self._secure = super().isSecure()
+        return self._secure
 
     def connectionMade(self):
         super().connectionMade()
@@ -1019,11 +1057,10 @@ class _ProxiedRequest:
         request = self.request
         request.setResponseCode(status, reason or None)
         names = {name for name, _ in pairs}
-        for default in (b"server", b"date"):
-            if default in names:
-                request.responseHeaders.removeHeader(default)
         if b"server" not in names:
             request.responseHeaders.setRawHeaders(b"server", [SERVER_TOKEN])
+        if b"date" not in names:
+            request.responseHeaders.setRawHeaders(b"date", [http.datetimeToString()])
         rewrites = self.chain is not None and self.chain.rewritesResponseBody
         drop = {b"content-length"} if rewrites and not framed else set()
         for name, value in pairs:
