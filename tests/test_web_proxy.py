@@ -616,6 +616,25 @@ class FrontEndTests(SynchronousTestCase):
         self.assertTrue(self.statusOf(transport).startswith(b"HTTP/1.1 408 "))
         self.assertTrue(transport.disconnecting)
 
+    def test_headerTimeoutOfNextRequest(self):
+        """
+        On a kept-alive connection the header timeout counts from the end
+        of the previous response: a next head started late is still given
+        the whole timeout.
+        """
+        self.clock.advance(0)
+        channel, transport = self.send(b"")
+        self.clock.advance(4)
+        channel.dataReceived(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(self.statusOf(transport).startswith(b"HTTP/1.1 404 "))
+        transport.clear()
+        channel.dataReceived(b"GET /nowhere HTTP/1.1\r\n")
+        self.clock.advance(4.9)
+        self.assertEqual((transport.value(), transport.disconnecting), (b"", False))
+        self.clock.advance(0.2)
+        self.assertTrue(self.statusOf(transport).startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(transport.disconnecting)
+
     def test_bodyTimeout(self):
         """
         A client that stops sending its body for longer than the body

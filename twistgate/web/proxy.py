@@ -21,6 +21,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString, parse_qs, unquote
 from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
@@ -82,7 +83,7 @@ def rawResponse(status: int, message: str) -> bytes:
     """
     body = jsonBody(message)
     return b"".join([
-        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status) or http.RESPONSES.get(status, b"Error")),
+        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status) or RESPONSES.get(status, b"Error")),
         b"Content-Type: application/json; charset=utf-8\r\n",
         b"Content-Length: %d\r\n" % (len(body),),
         b"Connection: close\r\n",
@@ -397,7 +398,7 @@ class GatewayRequest(server.Request):
         if site.resource.isLeaf:
             self.postpath = []
         else:
-            self.postpath = list(map(http.unquote, self.path[1:].split(b"/")))
+            self.postpath = list(map(unquote, self.path[1:].split(b"/")))
         if self.path == b"*":
             self._handleStar()
             return
@@ -412,7 +413,7 @@ class GatewayRequest(server.Request):
         """
         self.method, self.uri, self.clientproto = command, path, version
         self.path, _, query = self.uri.partition(b"?")
-        self.args = http.parse_qs(query, 1) if query else {}
+        self.args = parse_qs(query, 1) if query else {}
         self.process()
 
     def handleContentChunk(self, data):
@@ -476,6 +477,7 @@ class GatewayChannel(http.HTTPChannel):
     """
 
     _headerTimer = None
+    _headerWaitSince: Optional[float] = None
     _partialHead = False
     _peer = None
     _local = None
@@ -502,18 +504,42 @@ class GatewayChannel(http.HTTPChannel):
         self._startHeaderTimer()
 
     def _startHeaderTimer(self) -> None:
-        timeout = getattr(self.site, "headerTimeout", None) if getattr(self, "site", None) else None
-        if timeout:
-            self._headerTimer = self.callLater(timeout, self._headerTimedOut)
+        """
+        Start waiting for a request head. One timer per connection follows
+        the waits lazily: when it fires during a later wait, it moves on to
+        that wait's deadline.
+        """
+        site = getattr(self, "site", None)
+        timeout = getattr(site, "headerTimeout", None) if site is not None else None
         self._partialHead = False
+        if not timeout:
+            return
+        self._headerWaitSince = site.reactor.seconds()
+        if self._headerTimer is None:
+            self._headerTimer = self.callLater(timeout, self._headerTimerFired)
 
     def _stopHeaderTimer(self) -> None:
+        self._headerWaitSince = None
+
+    def _cancelHeaderTimer(self) -> None:
+        self._headerWaitSince = None
         if self._headerTimer is not None and self._headerTimer.active():
             self._headerTimer.cancel()
         self._headerTimer = None
 
-    def _headerTimedOut(self) -> None:
+    def _headerTimerFired(self) -> None:
         self._headerTimer = None
+        if self._headerWaitSince is None:
+            return
+        timeout = self.site.headerTimeout
+        waited = self.site.reactor.seconds() - self._headerWaitSince
+        if waited < timeout:
+            self._headerTimer = self.callLater(timeout - waited, self._headerTimerFired)
+            return
+        self._headerTimedOut()
+
+    def _headerTimedOut(self) -> None:
+        self._headerWaitSince = None
         if self._partialHead and self.transport is not None:
             self.transport.write(rawResponse(408, MESSAGES[408]))
         self.loseConnection()
@@ -530,7 +556,7 @@ class GatewayChannel(http.HTTPChannel):
         if self._refused:
             return
         self._refused = True
-        self._stopHeaderTimer()
+        self._cancelHeaderTimer()
         self.setTimeout(None)
         self.transport.write(rawResponse(status, MESSAGES[status]))
         try:
@@ -595,7 +621,7 @@ class GatewayChannel(http.HTTPChannel):
 
     def connectionLost(self, reason):
         self.site.channels.discard(self)
-        self._stopHeaderTimer()
+        self._cancelHeaderTimer()
         lingering = getattr(self, "_lingering", None)
         if lingering is not None and lingering.active():
             lingering.cancel()
@@ -906,7 +932,7 @@ class _ProxiedRequest:
         exchange.responseReason = response.phrase
         pairs = getattr(response, "headerPairs", None)
         pairs = withoutHopByHop(pairs if pairs is not None else rawHeaderPairs(response.headers))
-        if response.length is not UNKNOWN_LENGTH and response.code not in http.NO_BODY_CODES \
+        if response.length is not UNKNOWN_LENGTH and response.code not in NO_BODY_CODES \
                 and exchange.method != b"HEAD":
             pairs.append((b"content-length", b"%d" % (response.length,)))
         exchange.responseHeaders = pairs
@@ -928,7 +954,7 @@ class _ProxiedRequest:
     def _sendResponse(self, response) -> Optional[Deferred]:
         exchange = self.exchange
         whole = getattr(response, "bufferedBody", None)
-        if whole is not None and exchange.method != b"HEAD" and response.code not in http.NO_BODY_CODES:
+        if whole is not None and exchange.method != b"HEAD" and response.code not in NO_BODY_CODES:
             # The whole body is here: one pass through the filters, and the
             # response keeps a Content-Length.
             self._bodyDone = True
@@ -1060,7 +1086,7 @@ class _ProxiedRequest:
         if b"server" not in names:
             request.responseHeaders.setRawHeaders(b"server", [SERVER_TOKEN])
         if b"date" not in names:
-            request.responseHeaders.setRawHeaders(b"date", [http.datetimeToString()])
+            request.responseHeaders.setRawHeaders(b"date", [datetimeToString()])
         rewrites = self.chain is not None and self.chain.rewritesResponseBody
         drop = {b"content-length"} if rewrites and not framed else set()
         for name, value in pairs:
