@@ -9,7 +9,7 @@ step over the request's L{Exchange}, as C{IChainRun} specifies.
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -192,7 +192,7 @@ class ChainPlan:
         self.vms = vms
         self.reactor = reactor
         self._slotsByChain = slots
-        self._combined: Dict[Tuple[Optional[str], Optional[str]], Tuple[FilterSlot, ...]] = {}
+        self._combined: Dict[Tuple[Optional[str], Optional[str]], Optional[CombinedChain]] = {}
         self.stopped = False
 
     def slotsFor(self, serviceId: Optional[str], routeId: Optional[str]) -> Tuple[FilterSlot, ...]:
@@ -200,16 +200,22 @@ class ChainPlan:
         @return: the enabled filters of the service's chain followed by
             those of the route's chain (Kong's combined chain).
         """
+        combined = self._combinedFor(serviceId, routeId)
+        return combined.slots if combined is not None else ()
+
+    def _combinedFor(self, serviceId: Optional[str], routeId: Optional[str]) -> Optional["CombinedChain"]:
         key = (serviceId, routeId)
-        combined = self._combined.get(key)
-        if combined is None:
-            found: List[FilterSlot] = []
-            for chain in self.config.filterChains:
-                if serviceId is not None and chain.serviceId == serviceId:
-                    found[:0] = self._slotsByChain.get(chain.id, [])
-                elif routeId is not None and chain.routeId == routeId:
-                    found.extend(self._slotsByChain.get(chain.id, []))
-            combined = self._combined[key] = tuple(found)
+        try:
+            return self._combined[key]
+        except KeyError:
+            pass
+        found: List[FilterSlot] = []
+        for chain in self.config.filterChains:
+            if serviceId is not None and chain.serviceId == serviceId:
+                found[:0] = self._slotsByChain.get(chain.id, [])
+            elif routeId is not None and chain.routeId == routeId:
+                found.extend(self._slotsByChain.get(chain.id, []))
+        combined = self._combined[key] = CombinedChain(tuple(found)) if found else None
         return combined
 
     def chainFor(self, exchange) -> Optional["ChainRun"]:
@@ -217,12 +223,11 @@ class ChainPlan:
         @return: the L{ChainRun} for a request, or L{None} when its route
             and service have no enabled filters.
         """
-        service = getattr(exchange.service, "id", None)
-        route = getattr(exchange.route, "id", None)
-        slots = self.slotsFor(service, route)
-        if not slots:
+        combined = self._combinedFor(getattr(exchange.service, "id", None),
+                                     getattr(exchange.route, "id", None))
+        if combined is None:
             return None
-        return ChainRun(self, exchange, slots)
+        return ChainRun(self, exchange, combined)
 
     def filterHealth(self) -> Dict[str, Dict[str, object]]:
         """
@@ -244,6 +249,24 @@ class ChainPlan:
         self.stopped = True
         for vm in self.vms.values():
             vm.stop()
+
+
+class CombinedChain:
+    """
+    The filters one request runs (a service chain and a route chain), and
+    what their modules export, worked out once per plan.
+
+    @ivar slots: the L{FilterSlot}s in order.
+    @ivar exported: the names of the callbacks at least one of the
+        filters' modules exports.
+    """
+
+    def __init__(self, slots: Tuple[FilterSlot, ...]) -> None:
+        self.slots = slots
+        self.exported = frozenset(name for slot in slots for name in slot.vm.exportSigs)
+        self.wantsRequestBody = "proxy_on_request_body" in self.exported
+        self.rewritesResponseBody = "proxy_on_response_body" in self.exported
+        self.handlesResponseHeaders = "proxy_on_response_headers" in self.exported
 
 
 class _Member:
@@ -283,14 +306,14 @@ class ChainRun:
     The filters of one request; see C{IChainRun}.
     """
 
-    def __init__(self, plan: ChainPlan, exchange, slots) -> None:
+    def __init__(self, plan: ChainPlan, exchange, combined: CombinedChain) -> None:
         self.exchange = exchange
         self.plan = plan
         self.settings = plan.settings
-        self.members = [_Member(slot) for slot in slots]
-        self.wantsRequestBody = any("proxy_on_request_body" in m.vm.exportSigs for m in self.members)
-        self.rewritesResponseBody = any("proxy_on_response_body" in m.vm.exportSigs
-                                        for m in self.members)
+        self.combined = combined
+        self.members = [_Member(slot) for slot in combined.slots]
+        self.wantsRequestBody = combined.wantsRequestBody
+        self.rewritesResponseBody = combined.rewritesResponseBody
         self.phase = "created"
         self._requestStopped = False
         self._failed = False
@@ -385,10 +408,12 @@ class ChainRun:
 
     # Calling one filter.
 
-    async def _call(self, member: _Member, phase: str, name: str, *args: int) -> Optional[int]:
+    def _call(self, member: _Member, phase: str, name: str, *args: int) -> Optional[int]:
+        """
+        Call one filter's callback (creating its stream context first if
+        needed) once its instance is idle (see L{_whenIdle}).
+        """
         vm = member.vm
-        if vm.busy:
-            await vm.whenIdle()
         if not member.active or self._finished:
             return None
         if not vm.ensureReady():
@@ -452,10 +477,21 @@ class ChainRun:
 
     # The steps.
 
-    def _run(self, coroutine) -> Deferred:
+    @staticmethod
+    def _run(coroutine) -> Deferred:
+        """
+        Run a step: synchronously to its end unless a filter pauses or its
+        instance is busy; only then does the rest run as a Deferred.
+        """
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return succeed(done.value)
+        except BaseException:
+            return fail()
         return Deferred.fromCoroutine(coroutine)
 
-    async def _checkBackoff(self) -> None:
+    def _checkBackoff(self) -> None:
         for member in self.members:
             if member.active and member.vm.inBackoff():
                 self._fail(member, "on_request_headers", "filter in backoff after repeated traps",
@@ -467,7 +503,9 @@ class ChainRun:
                 return
             if not member.active:
                 continue
-            action = await self._call(member, phase, name, *argsFor(member))
+            if member.vm.busy:
+                await member.vm.whenIdle()
+            action = self._call(member, phase, name, *argsFor(member))
             if self.exchange.localResponse is not None:
                 self._requestStopped = True
                 return
@@ -485,12 +523,14 @@ class ChainRun:
 
     async def _requestHeaders(self) -> None:
         self.phase = "request"
-        await self._checkBackoff()
+        self._checkBackoff()
         for member in self.members:
             if self._failed or self._finished:
                 return
             if member.active:
-                await self._call(member, "on_context_create", "proxy_on_context_create", 0)
+                if member.vm.busy:
+                    await member.vm.whenIdle()
+                self._call(member, "on_context_create", "proxy_on_context_create", 0)
         endOfStream = 1 if _expectsNoBody(self.exchange.requestHeaders) else 0
         await self._requestStep(
             "on_request_headers", "proxy_on_request_headers",
@@ -513,6 +553,10 @@ class ChainRun:
             lambda m: (m.context.contextId if m.context else 0, len(self.exchange.requestBody or b""), 1))
 
     def responseHeaders(self) -> Deferred:
+        if not self.combined.handlesResponseHeaders:
+            self.phase = "response_headers"
+            self._requestStopped = True
+            return succeed(None)
         return self._run(self._responseHeaders())
 
     async def _responseHeaders(self) -> None:
@@ -525,9 +569,11 @@ class ChainRun:
                 return
             if not member.active or member.context is None:
                 continue
-            action = await self._call(member, "on_response_headers", "proxy_on_response_headers",
-                                      member.context.contextId, len(self.exchange.responseHeaders),
-                                      endOfStream)
+            if member.vm.busy:
+                await member.vm.whenIdle()
+            action = self._call(member, "on_response_headers", "proxy_on_response_headers",
+                                member.context.contextId, len(self.exchange.responseHeaders),
+                                endOfStream)
             if self.exchange.localResponse is not None:
                 return
             if action == Action.PAUSE and member.active:
@@ -536,6 +582,9 @@ class ChainRun:
                     return
 
     def responseBody(self, chunk: bytes, endOfStream: bool) -> Deferred:
+        if not self.rewritesResponseBody:
+            self.phase = "response_body"
+            return succeed(chunk)
         return self._run(self._responseBody(chunk, endOfStream))
 
     async def _responseBody(self, chunk: bytes, endOfStream: bool) -> bytes:
@@ -567,8 +616,10 @@ class ChainRun:
         context = member.context
         context.responseBody = body
         context.responseBodySize += len(data)
-        action = await self._call(member, "on_response_body", "proxy_on_response_body",
-                                  context.contextId, len(body), 1 if endOfStream else 0)
+        if member.vm.busy:
+            await member.vm.whenIdle()
+        action = self._call(member, "on_response_body", "proxy_on_response_body",
+                            context.contextId, len(body), 1 if endOfStream else 0)
         result = context.responseBody if context.responseBody is not None else body
         context.responseBody = None
         if not member.active:

@@ -550,8 +550,11 @@ class ProxyWasmVM:
 
     def callWithContext(self, context, name: str, *args: int) -> Optional[int]:
         """
-        Call an export with C{context} as the current and effective context.
+        Call an export with C{context} as the current and effective context
+        (nothing happens if the module does not export it).
         """
+        if name not in self.exportSigs:
+            return None
         previous = (self.currentContext, self.effectiveContext)
         self.currentContext = self.effectiveContext = context
         observer = self.environment.phaseObserver
