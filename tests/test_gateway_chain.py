@@ -4,8 +4,10 @@ service and route chains, disabled filters, the same filter twice, rejected
 configurations) with real filters on both runtimes.
 """
 
+import gc
 import os
 import shutil
+import weakref
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -307,6 +309,52 @@ class GuestIsolationMixin(RuntimeMixin):
 
 
 bothRuntimes(GuestIsolationMixin, globals())
+
+
+class ReleaseMixin(RuntimeMixin):
+    """
+    Instances are released, so that they are collected (on wasmer, whose
+    host functions live in Rust, an unreleased instance leaks).
+    """
+
+    def assertCollected(self, references):
+        gc.collect()
+        alive = [reference for reference in references if reference() is not None]
+        self.assertEqual(alive, [])
+
+    def test_reloadedPlansCollected(self):
+        """
+        The instances of plans that were stopped (as after each reload) are
+        collected.
+        """
+        harness = self.harness(routeConfig(appends("x"), GREETING_YAML))
+        references = []
+        for reload in range(20):
+            plan = harness.planner.build(harness.config)
+            references.extend(weakref.ref(vm.instance) for vm in plan.vms.values())
+            run = plan.chainFor(harness.exchange()[0])
+            self.successResultOf(run.requestHeaders())
+            run.finish()
+            plan.stop()
+            del plan, run
+        self.assertEqual(len(references), 40)
+        self.assertCollected(references)
+        self.assertEqual(self.respond(harness).headerValues(b"x-proxy-wasm"), [b"x"])
+
+    def test_trappedInstanceCollected(self):
+        """
+        An instance replaced after a trap is collected.
+        """
+        harness = self.harness(routeConfig(hostcalls("request_headers trap boom")))
+        references = []
+        for request in range(5):
+            references.append(weakref.ref(harness.vm().instance))
+            self.assertEqual(self.respond(harness).status, 500)
+        self.assertEqual(harness.vm().generation, 5)
+        self.assertCollected(references[:-1])
+
+
+bothRuntimes(ReleaseMixin, globals())
 
 
 class DeadlineObserverTests(RuntimeMixin, SynchronousTestCase):

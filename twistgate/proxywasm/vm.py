@@ -318,10 +318,13 @@ class ProxyWasmVM:
 
     def start(self) -> None:
         """
-        Instantiate the module and run its start function.
+        Instantiate the module (releasing the instance it replaces) and run
+        its start function.
 
         @raise VMStartError: if linking or the start function fails.
         """
+        if self.instance is not None:
+            self.instance.release()
         try:
             self.instance = self.module.instantiate(self._hostFunctions, self.limits)
         except WasmLinkError as error:
@@ -430,8 +433,9 @@ class ProxyWasmVM:
 
     def stop(self) -> None:
         """
-        Stop timers, queue notifications and pending HTTP calls, then end
-        the root contexts (C{on_done}, C{on_delete}) of a live instance.
+        Stop timers, queue notifications and pending HTTP calls, end the
+        root contexts (C{on_done}, C{on_delete}) of a live instance, then
+        release the instance.
         """
         if self.stopped:
             return
@@ -450,6 +454,16 @@ class ProxyWasmVM:
                                    filter=self.filterName, contextId=root.contextId, trap=trap.message)
                     break
         self.stopped = True
+        self.runWhenIdle(self._release)
+
+    def _release(self) -> None:
+        """
+        Release the instance (see L{IWasmInstance.release}) so that it and
+        this VM can be collected.
+        """
+        self._functions = {}
+        if self.instance is not None:
+            self.instance.release()
 
     # Traps and backoff.
 
