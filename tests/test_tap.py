@@ -157,6 +157,7 @@ class FilterLimitOptionsTests(SynchronousTestCase):
         """
         options = self.parse()
         self.assertEqual(options["limits"], Limits(maxMemoryBytes=256 * 1024 ** 2, callDeadline=1.0))
+        self.assertEqual(options["limits"], Limits())
         policy = options["trap-policy"]
         self.assertEqual((policy.maxTraps, policy.window, policy.backoff), (5, 60.0, 30.0))
         self.assertEqual(options["cache-directory"], "/home/gw/.cache/twistgate")

@@ -84,11 +84,12 @@ class Limits:
     @ivar callDeadline: seconds of wall-clock CPU one guest call may run
         before it is interrupted with a trap, or L{None} for no deadline.
         Runtimes that cannot interrupt a guest report
-        C{supportsDeadline = False}.
+        C{supportsDeadline = False}. The default matches C{twistd twistgate
+        --filter-deadline}.
     """
 
     maxMemoryBytes: int = 256 * 1024 * 1024
-    callDeadline: Optional[float] = 5.0
+    callDeadline: Optional[float] = 1.0
 
 
 class WasmError(Exception):
