@@ -9,9 +9,15 @@ from treq.testing import StubTreq
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistgate.config.filters import FilterFile, defaultConfigSchema
+from twistgate.config.filters import FilterFile, defaultConfigSchema, discoverFilters
+from twistgate.gateway.chain import ChainPlanner
+from twistgate.gateway.exchange import Exchange
+from twistgate.proxywasm.vm import LiveCounts
 from twistgate.service import GatewayService, GatewaySettings
+from twistgate.wasm.registry import getRuntime
 from twistgate.web.admin import AdminResource
+
+from tests.proxywasm_harness import FILTERS, RuntimeMixin, bothRuntimes, hostcalls, routeConfig
 
 CONFIG = """\
 _format_version: "3.0"
@@ -172,7 +178,66 @@ class AdminTests(SynchronousTestCase):
         _, status = self.get("/status")
         self.assertEqual(status["database"], {"reachable": True})
         self.assertEqual(status["configuration_generation"], 1)
+        self.assertEqual(status["wasm"], {"instances": 0, "root_contexts": 0, "stream_contexts": 0,
+                                          "configuration_generations": 1})
 
     def test_unknownAndMethods(self):
         self.assertEqual(self.get("/nothing")[0], 404)
         self.assertEqual(self.request("DELETE", "/services/up")[0], 405)
+
+
+GREETING = "- name: greeting\n  config:\n    my_greeting: hi\n"
+
+
+class WasmStatusMixin(RuntimeMixin):
+    """
+    C{GET /status} counts live Wasm state: instances, root and stream
+    contexts, configuration generations.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.reactor = MemoryReactorClock()
+        filters = discoverFilters(FILTERS)
+        live = LiveCounts()
+        planner = ChainPlanner(getRuntime(self.runtimeName), filters, self.reactor, None, live=live)
+        path = self.mktemp()
+        with open(path, "w") as configFile:
+            configFile.write(routeConfig(GREETING, hostcalls("")))
+        self.gateway = GatewayService(GatewaySettings(configPath=path), self.reactor,
+                                      planBuilder=planner.build, filters=filters, live=live)
+        self.addCleanup(self.gateway.state.stop)
+        self.client = StubTreq(AdminResource(self.gateway, self.reactor))
+
+    def wasm(self):
+        response = self.successResultOf(self.client.get("http://admin/status"))
+        return json.loads(self.successResultOf(self.client.content(response)))["wasm"]
+
+    def test_counts(self):
+        """
+        A request in flight has a stream context per filter; a replaced
+        configuration stays alive (with its instances) until its last
+        request ended.
+        """
+        self.assertEqual(self.wasm(), {"instances": 2, "root_contexts": 2, "stream_contexts": 0,
+                                       "configuration_generations": 1})
+        state = self.gateway.state
+        generation = state.acquire()
+        config = generation.config
+        exchange = Exchange(method=b"GET", path=b"/", originalUri=b"/", scheme=b"http", authority=b"gw",
+                            requestHeaders=[(b"host", b"gw")], clientAddress=("127.0.0.1", 1),
+                            serverAddress=("127.0.0.1", 2), route=config.routes[0],
+                            service=config.services[0], startedAt=0.0, connectionId=1)
+        run = generation.plan.chainFor(exchange)
+        self.successResultOf(run.requestHeaders())
+        self.assertEqual(self.wasm()["stream_contexts"], 2)
+        self.gateway.reloadText(routeConfig(hostcalls("")))
+        self.assertEqual(self.wasm(), {"instances": 3, "root_contexts": 3, "stream_contexts": 2,
+                                       "configuration_generations": 2})
+        run.finish()
+        state.release(generation)
+        self.assertEqual(self.wasm(), {"instances": 1, "root_contexts": 1, "stream_contexts": 0,
+                                       "configuration_generations": 1})
+
+
+bothRuntimes(WasmStatusMixin, globals())

@@ -103,7 +103,8 @@ class GatewayService(MultiService):
 
     def __init__(self, settings: GatewaySettings, reactor, planBuilder: Optional[PlanBuilder] = None,
                  filters: Optional[Dict[str, FilterFile]] = None, handleSignals: bool = False,
-                 metrics=None, accessLog=None, environ: Mapping[str, str] = os.environ) -> None:
+                 metrics=None, accessLog=None, environ: Mapping[str, str] = os.environ,
+                 live=None) -> None:
         """
         @param reactor: the reactor to listen and time with.
         @param planBuilder: builds the filter chain plan of a configuration
@@ -117,6 +118,8 @@ class GatewayService(MultiService):
         @param accessLog: the L{twistgate.web.accesslog.AccessLog}, or
             L{None}.
         @param environ: the environment (tells whether this is a worker).
+        @param live: the L{twistgate.proxywasm.vm.LiveCounts} of the
+            filters' VMs (shown by C{GET /status}), or L{None}.
         @raise ConfigError: the configuration file is invalid.
         """
         super().__init__()
@@ -127,6 +130,8 @@ class GatewayService(MultiService):
         self._environ = environ
         self._previousHandlers: Dict[int, object] = {}
         self._closers: List[Callable[[], object]] = []
+        self._retired: List[Generation] = []
+        self.live = live
         self.filters = filters if filters is not None else discoverInstalledFilters(settings)
         self.upstream = UpstreamClient(reactor)
         self.state = GatewayState(self.loadFile(settings.configPath, number=1))
@@ -191,12 +196,24 @@ class GatewayService(MultiService):
             keeps serving.
         """
         generation = self.loadText(text, source, self.state.current.number + 1)
-        self.state.swap(generation)
+        self._swap(generation)
         self._log.info("configuration {number} loaded from {source}: {services} services, {routes} routes,"
                        " {chains} filter chains", number=generation.number, source=source,
                        services=len(generation.config.services), routes=len(generation.config.routes),
                        chains=len(generation.config.filterChains))
         return generation
+
+    def _swap(self, generation: Generation) -> None:
+        self._retired.append(self.state.swap(generation))
+        self.liveGenerations()
+
+    def liveGenerations(self) -> int:
+        """
+        @return: the configuration generations alive: the current one and
+            the replaced ones whose requests have not all finished.
+        """
+        self._retired = [generation for generation in self._retired if generation.inFlight > 0]
+        return 1 + len(self._retired)
 
     def applyPostedConfig(self, text: str) -> Generation:
         """
@@ -239,7 +256,7 @@ class GatewayService(MultiService):
             for line in error.errors:
                 self._log.error("reload refused: {line}", line=line)
             return None
-        self.state.swap(generation)
+        self._swap(generation)
         self._log.info("configuration {number} reloaded from {source}", number=generation.number,
                        source=self.settings.configPath)
         return generation

@@ -282,7 +282,7 @@ def _settingsFrom(options: Options):
 
 def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=None, sharedQueues=None,
                      observer=None, limits=None, trapPolicy=None, cacheDirectory: Optional[str] = None,
-                     logLevel=None):
+                     logLevel=None, live=None):
     """
     The filter chain plan builder over the Wasm runtime C{vm}. The runtime
     is loaded on the first configuration that has filter chains; if it
@@ -301,6 +301,8 @@ def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=Non
         no cache.
     @param logLevel: the lowest L{twistgate.proxywasm.constants.LogLevel}
         of filters' logs kept (default: info).
+    @param live: the L{twistgate.proxywasm.vm.LiveCounts} the filters'
+        VMs count themselves in.
     @return: a callable from a L{GatewayConfig} to its chain plan; it
         raises L{ConfigError} when the runtime is unavailable or a filter
         rejects its configuration.
@@ -331,7 +333,8 @@ def chainPlanBuilder(vm: str, filters, reactor, metricStore=None, sharedData=Non
             planners.append(ChainPlanner(runtime, filters, reactor, agent, limits=limits,
                                          cacheDirectory=cacheDirectory, metrics=metricStore,
                                          sharedData=sharedData, sharedQueues=sharedQueues,
-                                         trapPolicy=trapPolicy, observer=observer, logLevel=logLevel))
+                                         trapPolicy=trapPolicy, observer=observer, logLevel=logLevel,
+                                         live=live))
         return planners[0].build(config)
 
     return build
@@ -363,6 +366,7 @@ def _gateway(options: Options, settings, reactor):
     """
     from twistgate.gateway.redis_store import sharedStoresFromURL
     from twistgate.proxywasm.metrics import MetricStore
+    from twistgate.proxywasm.vm import LiveCounts
     from twistgate.service import GatewayService, discoverInstalledFilters
     from twistgate.web.accesslog import AccessLog
     from twistgate.web.metrics import GatewayMetrics
@@ -376,14 +380,15 @@ def _gateway(options: Options, settings, reactor):
     except ValueError as error:
         raise ConfigError([str(error)])
     planBuilder = None
+    live = LiveCounts()
     if settings.wasmEnabled:
         planBuilder = chainPlanBuilder(settings.vm, filters, reactor, metricStore, sharedData, sharedQueues,
                                        observer=metrics, limits=options["limits"],
                                        trapPolicy=options["trap-policy"],
                                        cacheDirectory=options["cache-directory"],
-                                       logLevel=options["filter-log-level"])
+                                       logLevel=options["filter-log-level"], live=live)
     gateway = GatewayService(settings, reactor, planBuilder=planBuilder, filters=filters, handleSignals=True,
-                             metrics=metrics, accessLog=accessLog)
+                             metrics=metrics, accessLog=accessLog, live=live)
     for store in (sharedData, sharedQueues):
         if hasattr(store, "close"):
             gateway.addCloser(store.close)

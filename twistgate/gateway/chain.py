@@ -22,7 +22,7 @@ from twistgate.proxywasm.contexts import spliceBody
 from twistgate.proxywasm.metrics import MetricStore
 from twistgate.proxywasm.shared import InMemorySharedData, InMemorySharedQueues
 from twistgate.proxywasm.vm import (
-    GuestActivity, HostEnvironment, IFilterObserver, ProxyWasmVM, TrapPolicy, VMStartError)
+    GuestActivity, HostEnvironment, IFilterObserver, LiveCounts, ProxyWasmVM, TrapPolicy, VMStartError)
 from twistgate.wasm.interfaces import Limits, WasmCompileError, WasmTrap
 
 log = Logger(namespace="twistgate.gateway.chain")
@@ -72,7 +72,7 @@ class ChainPlanner:
                  trapPolicy: Optional[TrapPolicy] = None,
                  settings: ChainSettings = ChainSettings(), wasi=None,
                  phaseObserver=None, observer: Optional[IFilterObserver] = None,
-                 logLevel: LogLevel = LogLevel.TRACE) -> None:
+                 logLevel: LogLevel = LogLevel.TRACE, live: Optional[LiveCounts] = None) -> None:
         """
         @param runtime: the L{twistgate.wasm.interfaces.IWasmRuntime}.
         @param filters: the installed filters by name.
@@ -91,6 +91,8 @@ class ChainPlanner:
             told of phases, traps, recycles and instance memory.
         @param logLevel: the lowest L{LogLevel} of filters' logs that is
             kept (lower ones cost nothing).
+        @param live: the L{LiveCounts} every VM of every plan counts itself
+            in (default: the planner's own).
         """
         self.registry = FilterRegistry(runtime, filters, cacheDirectory)
         self.reactor = reactor
@@ -106,6 +108,7 @@ class ChainPlanner:
         self.observer = observer
         self.logLevel = logLevel
         self.activity = GuestActivity()
+        self.live = live if live is not None else LiveCounts()
 
     def build(self, config) -> "ChainPlan":
         """
@@ -127,7 +130,7 @@ class ChainPlanner:
             self.reactor, self.agent, self.sharedData, self.sharedQueues, self.metrics,
             services=services.get, wasi=self.wasi, trapPolicy=self.trapPolicy,
             logLevel=self.logLevel, phaseObserver=self.phaseObserver, observer=self.observer,
-            activity=self.activity)
+            activity=self.activity, live=self.live)
         wanted: List[Tuple[str, object, object]] = []
         envs: Dict[str, Dict[str, str]] = {}
         for chainIndex, chain in enumerate(config.filterChains):

@@ -145,6 +145,23 @@ class GuestActivity:
             self._waiting.popleft()()
 
 
+class LiveCounts:
+    """
+    How much Wasm state is alive in the VMs that share it (those of every
+    plan a planner builds), for C{GET /status}.
+
+    @ivar instances: VMs started and not stopped.
+    @ivar rootContexts: root contexts of those VMs.
+    @ivar streamContexts: stream contexts (one per filter per request) not
+        yet deleted.
+    """
+
+    def __init__(self) -> None:
+        self.instances = 0
+        self.rootContexts = 0
+        self.streamContexts = 0
+
+
 class HostEnvironment:
     """
     What the VMs of one chain plan share: the reactor, the HTTP call client,
@@ -158,7 +175,8 @@ class HostEnvironment:
                  trapPolicy: Optional[TrapPolicy] = None, logLevel: LogLevel = LogLevel.TRACE,
                  phaseObserver: Optional[Callable[[str, str, float], None]] = None,
                  observer: Optional[IFilterObserver] = None,
-                 activity: Optional[GuestActivity] = None) -> None:
+                 activity: Optional[GuestActivity] = None,
+                 live: Optional[LiveCounts] = None) -> None:
         """
         @param reactor: an C{IReactorTime}: timers, timeouts and the clock.
         @param agent: the C{IAgent} HTTP calls go through (none: calls fail
@@ -177,6 +195,8 @@ class HostEnvironment:
         @param activity: the L{GuestActivity} shared with the VMs of other
             environments whose filters may notify these (default: this
             environment's own).
+        @param live: the L{LiveCounts} the VMs count themselves in (default:
+            this environment's own).
         """
         self.reactor = reactor
         self.httpCaller = HttpCaller(reactor, agent) if agent is not None else None
@@ -189,6 +209,7 @@ class HostEnvironment:
         self.logLevel = logLevel
         self.observer = observer
         self.activity = activity if activity is not None else GuestActivity()
+        self.live = live if live is not None else LiveCounts()
         if phaseObserver is None and observer is not None:
             phaseObserver = observer.observeFilterPhase
         self.phaseObserver = phaseObserver
@@ -277,6 +298,7 @@ class ProxyWasmVM:
         self.roots: List[RootContext] = []
         self.pendingCalls: Dict[int, HttpCall] = {}
         self.stopped = False
+        self._counted = False
         self._contextIds = itertools.count(1)
         self._tokens = itertools.count(1)
         self._depth = 0
@@ -346,6 +368,9 @@ class ProxyWasmVM:
                 self._runStart()
         except WasmTrap as trap:
             raise VMStartError("start function trapped: {}".format(trap.message))
+        if not self._counted and not self.stopped:
+            self._counted = True
+            self.environment.live.instances += 1
 
     def _runStart(self) -> None:
         try:
@@ -368,6 +393,7 @@ class ProxyWasmVM:
                            failurePolicy)
         self.roots.append(root)
         self.contexts[root.contextId] = root
+        self.environment.live.rootContexts += 1
         self._startRoot(root)
         self.reportMemory()
         return root
@@ -412,10 +438,7 @@ class ProxyWasmVM:
         for call in list(self.pendingCalls.values()):
             call.cancel()
         self.pendingCalls.clear()
-        for contextId, context in list(self.contexts.items()):
-            if context.isStream:
-                del self.contexts[contextId]
-                context.abandon("lost")
+        self._dropStreams("lost")
         try:
             self.start()
             for root in self.roots:
@@ -454,7 +477,23 @@ class ProxyWasmVM:
                                    filter=self.filterName, contextId=root.contextId, trap=trap.message)
                     break
         self.stopped = True
+        live = self.environment.live
+        live.rootContexts -= len(self.roots)
+        if self._counted:
+            self._counted = False
+            live.instances -= 1
         self.runWhenIdle(self._release)
+
+    def _dropStreams(self, reason: str) -> None:
+        """
+        Forget every stream context, releasing their waiting steps with
+        C{reason}.
+        """
+        for contextId, context in list(self.contexts.items()):
+            if context.isStream:
+                del self.contexts[contextId]
+                self.environment.live.streamContexts -= 1
+                context.abandon(reason)
 
     def _release(self) -> None:
         """
@@ -667,6 +706,7 @@ class ProxyWasmVM:
         """
         context = StreamContext(self, next(self._contextIds), root, exchange, run)
         self.contexts[context.contextId] = context
+        self.environment.live.streamContexts += 1
         self.callWithContext(context, "proxy_on_context_create", context.contextId, root.contextId)
         return context
 
@@ -677,6 +717,7 @@ class ProxyWasmVM:
         context.deleted = True
         if self.contexts.get(context.contextId) is context:
             del self.contexts[context.contextId]
+            self.environment.live.streamContexts -= 1
         context.abandon("finished")
         self.reportMemory()
 

@@ -148,6 +148,21 @@ class AdminResource(Resource):
             "configuration_hash": hashlib.md5(current.config.text.encode("utf-8")).hexdigest(),
             "configuration_generation": current.number,
             "uptime_seconds": round(self._clock.seconds() - self._startedAt, 3),
+            "wasm": self._wasmStatus(),
+        }
+
+    def _wasmStatus(self) -> dict:
+        """
+        @return: counts of live Wasm state: filter instances, their root
+            and stream contexts, and the configuration generations alive
+            (the current one and replaced ones with requests in flight).
+        """
+        live = getattr(self.gateway, "live", None)
+        return {
+            "instances": live.instances if live is not None else 0,
+            "root_contexts": live.rootContexts if live is not None else 0,
+            "stream_contexts": live.streamContexts if live is not None else 0,
+            "configuration_generations": self.gateway.liveGenerations(),
         }
 
     def _services(self, rest: List[str]) -> Tuple[int, object]:
