@@ -280,6 +280,7 @@ class ProxyWasmVM:
         self.env = dict(env or {})
         self.log = Logger(namespace="twistgate.filter." + filterName)
         self.exportSigs = {e.name: e.sig for e in module.exports() if e.kind == "func"}
+        self._arity = {name: len(sig.params) for name, sig in self.exportSigs.items()}
         self.abiVersion, self.abiReason = detectAbiVersion(self.exportSigs)
         self.hostcalls = Hostcalls(self)
         self.unsupportedImports: List[str] = []
@@ -576,12 +577,12 @@ class ProxyWasmVM:
             result.
         @raise WasmTrap: if the guest traps.
         """
-        function = self._function(name)
+        function = self._functions.get(name) or self._function(name)
         if function is None:
             return None
-        sig = self.exportSigs[name]
-        if len(args) > len(sig.params):
-            args = args[:len(sig.params)]
+        arity = self._arity[name]
+        if len(args) > arity:
+            args = args[:arity]
         activity = self.environment.activity
         self._depth += 1
         activity.depth += 1
