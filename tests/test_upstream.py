@@ -163,6 +163,25 @@ class UpstreamClientTests(SynchronousTestCase):
         self.failureResultOf(second, UpstreamTimeout)
 
 
+    def test_readTimeoutCountsFromEachRequest(self):
+        """
+        On a reused connection the read timeout counts from the second
+        request, not from the first.
+        """
+        first = self.client.request(_service(readTimeout=1000), b"GET", b"/1", [(b"host", b"h")])
+        pump = self.completer.succeedOnce()
+        pump.flush()
+        readBody(self.successResultOf(first))
+        pump.flush()
+        self.reactor.advance(0.5)
+        second = self.client.request(_service(readTimeout=1000), b"GET", b"/hang", [(b"host", b"h")])
+        pump.flush()
+        self.reactor.advance(0.9)
+        self.assertNoResult(second)
+        self.reactor.advance(0.2)
+        self.failureResultOf(second, UpstreamTimeout)
+
+
 class NoDelayTests(SynchronousTestCase):
     """
     Upstream connections disable Nagle's algorithm.

@@ -217,6 +217,9 @@ class HTTP11ClientConnection(Protocol):
 
     reused = False
     idleSince = 0.0
+    _headTimer = None
+    _headDeadline = 0.0
+    _onHeadTimeout: Optional[Callable[[], None]] = None
 
     def __init__(self, onIdle: Callable[["HTTP11ClientConnection"], None],
                  onLost: Callable[["HTTP11ClientConnection"], None]) -> None:
@@ -333,6 +336,37 @@ class HTTP11ClientConnection(Protocol):
                 producer.stopProducing()
             except Exception:
                 pass
+
+    def watchHead(self, clock, timeout: float, onTimeout: Callable[[], None]) -> None:
+        """
+        Call C{onTimeout} if the current request's response head has not
+        arrived within C{timeout} seconds. One timer per connection follows
+        the requests lazily (moved on when it fires early).
+
+        @param clock: an C{IReactorTime}.
+        """
+        self._headDeadline = clock.seconds() + timeout
+        self._onHeadTimeout = onTimeout
+        if self._headTimer is None:
+            self._headTimer = clock.callLater(timeout, self._headTimerFired, clock)
+
+    def _headTimerFired(self, clock) -> None:
+        self._headTimer = None
+        onTimeout = self._onHeadTimeout
+        if onTimeout is None:
+            return
+        remaining = self._headDeadline - clock.seconds()
+        if remaining > 0:
+            self._headTimer = clock.callLater(remaining, self._headTimerFired, clock)
+            return
+        self._onHeadTimeout = None
+        onTimeout()
+
+    def _cancelHeadTimer(self) -> None:
+        self._onHeadTimeout = None
+        timer, self._headTimer = self._headTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     # Receiving.
 
@@ -464,6 +498,7 @@ class HTTP11ClientConnection(Protocol):
             self._state = _UNTIL_CLOSE
             keepAlive = False
         self._keepAlive = keepAlive
+        self._onHeadTimeout = None
         response = self._response = UpstreamResponse(version, code, phrase, headerPairs, length, self)
         onResponse, self._onResponse, self._onFailure = self._onResponse, None, None
         if self._state == _LENGTH and len(rest) >= self._remaining:
@@ -557,6 +592,7 @@ class HTTP11ClientConnection(Protocol):
             self._response._end(Failure(ResponseFailed([Failure(BadResponse(message))])))
 
     def _fail(self, reason: Failure) -> None:
+        self._onHeadTimeout = None
         self._stopProducer()
         onFailure, self._onResponse, self._onFailure = self._onFailure, None, None
         if onFailure is not None:
@@ -579,6 +615,7 @@ class HTTP11ClientConnection(Protocol):
         connection without telling the caller.
         """
         self._onResponse = self._onFailure = None
+        self._cancelHeadTimer()
         self._stopProducer()
         self._abort()
         if self._response is not None and self._state != _DONE:
@@ -617,6 +654,7 @@ class HTTP11ClientConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.lost = True
+        self._cancelHeadTimer()
         self._releaseProducer()
         state, self._state = self._state, _DONE
         if self._onFailure is not None:

@@ -175,7 +175,7 @@ class _Call:
     """
 
     __slots__ = ("_client", "_service", "_pool", "_method", "_path", "_headers", "_bodyProducerFactory",
-                 "_onAttempt", "result", "_retriesLeft", "_timer", "_connecting", "_connection",
+                 "_onAttempt", "result", "_retriesLeft", "_connecting", "_connection",
                  "_staleRetried", "_producer")
 
     def __init__(self, client: "UpstreamClient", service: Service, pool: _ServicePool, method: bytes,
@@ -190,7 +190,6 @@ class _Call:
         self._onAttempt = onAttempt
         self.result: Deferred = Deferred(self._cancel)
         self._retriesLeft = service.retries
-        self._timer = None
         self._connecting: Optional[Deferred] = None
         self._connection: Optional[HTTP11ClientConnection] = None
         self._staleRetried = False
@@ -243,24 +242,18 @@ class _Call:
             self.result.errback(UpstreamError(str(e)))
 
     def _sent(self) -> None:
-        if not self.result.called and self._connection is not None:
-            self._timer = self._client._reactor.callLater(self._service.readTimeout / 1000.0, self._timedOut)
+        connection = self._connection
+        if not self.result.called and connection is not None:
+            connection.watchHead(self._client._reactor, self._service.readTimeout / 1000.0, self._timedOut)
 
     def _timedOut(self) -> None:
-        self._timer = None
         connection, self._connection = self._connection, None
         if not self.result.called:
             self.result.errback(UpstreamTimeout("no response within {} ms".format(self._service.readTimeout)))
         if connection is not None:
             connection.abandon()
 
-    def _stopTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
     def _responded(self, response: UpstreamResponse) -> None:
-        self._stopTimer()
         self._connection = None
         if self.result.called:
             response.deliverBody(_Discard())
@@ -268,7 +261,6 @@ class _Call:
         self.result.callback(response)
 
     def _failed(self, failure) -> None:
-        self._stopTimer()
         self._connection = None
         if self.result.called:
             return
@@ -282,7 +274,6 @@ class _Call:
         self.result.errback(UpstreamError(_describe(failure)))
 
     def _cancel(self, _: Deferred) -> None:
-        self._stopTimer()
         if self._connecting is not None:
             connecting, self._connecting = self._connecting, None
             connecting.cancel()
