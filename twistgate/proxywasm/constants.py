@@ -7,6 +7,7 @@ C{BROKEN_CONNECTION}) are the ones Envoy and Kong use.
 """
 
 from enum import IntEnum
+from typing import Dict
 
 ABI_0_1_0 = "0.1.0"
 ABI_0_2_0 = "0.2.0"
@@ -134,7 +135,10 @@ def enumValue(enumType, value):
     @param value: the integer the guest passed.
     @return: the member, or L{None} if C{value} is not one of them.
     """
-    try:
-        return enumType(value)
-    except ValueError:
-        return None
+    members = _MEMBERS_BY_VALUE.get(enumType)
+    if members is None:
+        members = _MEMBERS_BY_VALUE[enumType] = {member.value: member for member in enumType}
+    return members.get(value)
+
+
+_MEMBERS_BY_VALUE: Dict[type, Dict[int, IntEnum]] = {}

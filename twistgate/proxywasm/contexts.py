@@ -141,8 +141,7 @@ class StreamContext:
         self.properties: Dict[str, bytes] = {}
         self.responseBody: Optional[bytes] = None
         self.responseBodySize = 0
-        self.requestTrailers = HeaderMap()
-        self.responseTrailers = HeaderMap()
+        self._maps: Dict[MapType, HeaderMap] = {}
         self.pendingCalls: Dict[int, object] = {}
         self.resumeRequested = False
         self._waiter: Optional[Deferred] = None
@@ -153,15 +152,21 @@ class StreamContext:
 
     def headerMap(self, kind: MapType) -> HeaderMap:
         """
-        @return: the map of this type for the filter.
+        @return: the map of this type for the filter (the header maps read
+            and write the exchange's headers as they are at the time).
         """
+        try:
+            return self._maps[kind]
+        except KeyError:
+            pass
         if kind == MapType.HTTP_REQUEST_HEADERS:
-            return RequestHeaderMap(self.exchange)
-        if kind == MapType.HTTP_RESPONSE_HEADERS:
-            return ResponseHeaderMap(self.exchange)
-        if kind == MapType.HTTP_REQUEST_TRAILERS:
-            return self.requestTrailers
-        return self.responseTrailers
+            headerMap = RequestHeaderMap(self.exchange)
+        elif kind == MapType.HTTP_RESPONSE_HEADERS:
+            headerMap = ResponseHeaderMap(self.exchange)
+        else:
+            headerMap = HeaderMap()
+        self._maps[kind] = headerMap
+        return headerMap
 
     def setBody(self, kind: BufferType, start: int, size: int, data: bytes) -> int:
         """

@@ -40,6 +40,9 @@ I64 = "i64"
 
 log = Logger(namespace="twistgate.proxywasm.hostcalls")
 
+_STREAM_MAPS = {int(kind): kind for kind in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS,
+                                             MapType.HTTP_RESPONSE_HEADERS, MapType.HTTP_RESPONSE_TRAILERS)}
+
 
 def _sig(paramCount: int, results: int = 1, i64At: Tuple[int, ...] = ()) -> FuncSig:
     params = tuple(I64 if index in i64At else I32 for index in range(paramCount))
@@ -329,20 +332,20 @@ class Hostcalls:
     # Header maps.
 
     def _map(self, mapType) -> Optional[HeaderMap]:
-        kind = enumValue(MapType, mapType)
-        if kind is None or kind in (MapType.GRPC_CALL_INITIAL_METADATA, MapType.GRPC_CALL_TRAILING_METADATA):
-            return None
-        if kind in (MapType.HTTP_CALL_RESPONSE_HEADERS, MapType.HTTP_CALL_RESPONSE_TRAILERS):
-            call = self.vm.deliveringCall
-            if call is None:
+        if mapType in _STREAM_MAPS:
+            context = self.vm.effectiveContext
+            if context is None or not context.isStream:
                 return ReadOnlyHeaderMap()
-            if kind == MapType.HTTP_CALL_RESPONSE_HEADERS:
-                return ReadOnlyHeaderMap(call.headers, call.pseudoHeaders())
-            return ReadOnlyHeaderMap(call.trailers)
-        stream = self._stream()
-        if stream is None:
+            return context.headerMap(_STREAM_MAPS[mapType])
+        kind = enumValue(MapType, mapType)
+        if kind not in (MapType.HTTP_CALL_RESPONSE_HEADERS, MapType.HTTP_CALL_RESPONSE_TRAILERS):
+            return None
+        call = self.vm.deliveringCall
+        if call is None:
             return ReadOnlyHeaderMap()
-        return stream.headerMap(kind)
+        if kind == MapType.HTTP_CALL_RESPONSE_HEADERS:
+            return ReadOnlyHeaderMap(call.headers, call.pseudoHeaders())
+        return ReadOnlyHeaderMap(call.trailers)
 
     def proxy_get_header_map_pairs(self, mapType, dataPointer, sizePointer):
         headerMap = self._map(mapType)
