@@ -40,6 +40,7 @@ I64 = "i64"
 
 log = Logger(namespace="twistgate.proxywasm.hostcalls")
 
+_PROPERTY_NAMES_KEPT = 256
 _STREAM_MAPS = {int(kind): kind for kind in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS,
                                              MapType.HTTP_RESPONSE_HEADERS, MapType.HTTP_RESPONSE_TRAILERS)}
 
@@ -157,6 +158,7 @@ class Hostcalls:
 
     def __init__(self, vm) -> None:
         self.vm = vm
+        self._propertyNames: Dict[bytes, Optional[str]] = {}
 
     # Memory helpers.
 
@@ -177,8 +179,9 @@ class Hostcalls:
         Hand C{data} to the guest: allocate, copy, and store the address and
         size at the two output pointers.
         """
-        self._checkSlot(dataPointer, 4)
-        self._checkSlot(sizePointer, 4)
+        size = self.vm.memory.size()
+        checkBounds(u32(dataPointer), 4, size)
+        checkBounds(u32(sizePointer), 4, size)
         if not data:
             self._writeU32(dataPointer, 0)
             self._writeU32(sizePointer, 0)
@@ -415,14 +418,29 @@ class Hostcalls:
 
     # Properties.
 
+    def _propertyName(self, path: bytes) -> Optional[str]:
+        """
+        @return: the dotted name of a serialized property path (L{None} for
+            an empty path), remembered for the paths a filter keeps asking.
+        """
+        try:
+            return self._propertyNames[path]
+        except KeyError:
+            pass
+        segments = decodePath(path)
+        name = propertyName(segments) if segments else None
+        if len(self._propertyNames) < _PROPERTY_NAMES_KEPT:
+            self._propertyNames[path] = name
+        return name
+
     def proxy_get_property(self, path, pathSize, valuePointer, valueSizePointer):
-        segments = decodePath(self._read(path, pathSize))
+        name = self._propertyName(self._read(path, pathSize))
         self._checkSlot(valuePointer, 4)
         self._checkSlot(valueSizePointer, 4)
         context = self._context()
-        if not segments or context is None:
+        if name is None or context is None:
             return Status.NOT_FOUND
-        value = getProperty(context, propertyName(segments))
+        value = getProperty(context, name)
         if value is None:
             return Status.NOT_FOUND
         return self._output(value, valuePointer, valueSizePointer)
