@@ -262,6 +262,11 @@ class CombinedChain:
     @ivar slots: the L{FilterSlot}s in order.
     @ivar exported: the names of the callbacks at least one of the
         filters' modules exports.
+    @ivar wantsRequestBody: whether one exports C{proxy_on_request_body}.
+    @ivar rewritesResponseBody: whether one exports
+        C{proxy_on_response_body} (else the response body step is skipped).
+    @ivar handlesResponseHeaders: whether one exports
+        C{proxy_on_response_headers} (else that step is skipped).
     """
 
     def __init__(self, slots: Tuple[FilterSlot, ...]) -> None:
