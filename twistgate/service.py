@@ -204,6 +204,10 @@ class GatewayService(MultiService):
         return generation
 
     def _swap(self, generation: Generation) -> None:
+        """
+        Make C{generation} current, keeping the one it replaces in sight
+        until its last request ended.
+        """
         self._retired.append(self.state.swap(generation))
         self.liveGenerations()
 
