@@ -7,6 +7,7 @@ function's failure into a L{WasmTrap}.
 from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 from twistgate.wasm.interfaces import (
+    GuestMemoryError,
     HostFunction,
     ImportDesc,
     WasmCompileError,
@@ -116,6 +117,10 @@ def hostFailure(hostFunction: HostFunction, error: BaseException) -> WasmTrap:
     return trap
 
 
+def _releasedMemory() -> memoryview:
+    raise GuestMemoryError("guest memory access after the instance was released")
+
+
 class MemoryWindow:
     """
     Bounds-checked access to a linear memory through a cached
@@ -134,6 +139,16 @@ class MemoryWindow:
             it is now.
         """
         self._openView = openView
+        self._view = memoryview(bytearray())
+        self._size = 0
+
+    def close(self) -> None:
+        """
+        Forget the memory: the instance was released. Later accesses raise
+        L{GuestMemoryError}. This also drops the reference back to the
+        instance that C{openView} holds.
+        """
+        self._openView = _releasedMemory
         self._view = memoryview(bytearray())
         self._size = 0
 

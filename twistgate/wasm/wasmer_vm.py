@@ -280,6 +280,7 @@ class WasmerInstance:
         """
         self._targets[:] = [dataclasses.replace(hostFunction, callable=_released) for hostFunction in self._targets]
         self._callables.clear()
+        self._window.close()
 
     def function(self, name):
         callable = self._callables.get(name)

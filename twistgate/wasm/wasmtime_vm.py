@@ -16,6 +16,7 @@ limiter, so C{memory.grow} past it returns -1.
 """
 
 import ctypes
+import weakref
 import hashlib
 import importlib.metadata
 import math
@@ -332,7 +333,10 @@ class WasmtimeInstance:
         readArguments = (
             attrgetter(*["a{}".format(i) for i in range(arity)]) if arity else None
         )
-        fail = self._hostFailed
+        # A weak reference: the store keeps this trampoline alive, and a
+        # strong one back to the instance would make a cycle that only the
+        # cyclic collector frees (a trapped filter's memory lingering).
+        fail = weakref.WeakMethod(self._hostFailed)
 
         def trampoline(environment, caller, slots, slotCount):
             try:
@@ -346,7 +350,7 @@ class WasmtimeInstance:
                 if hasResult:
                     view.result = result
             except BaseException as error:
-                return fail(hostFunction, error)
+                return fail()(hostFunction, error)
             return None
 
         callback = _HostCallback(trampoline)
@@ -404,12 +408,14 @@ class WasmtimeInstance:
 
     def release(self):
         """
-        Forget the pre-bound export callables. The store and its host
-        functions are Python objects, so the collector reclaims them with
-        the instance.
+        Forget the pre-bound export callables, which refer back to the
+        instance: with them gone, nothing makes a cycle through it and the
+        store (with the guest's memory) is freed as soon as the last
+        reference goes.
         """
         self._callables.clear()
         self._funcs = {}
+        self._window.close()
 
     def function(self, name):
         callable = self._callables.get(name)
