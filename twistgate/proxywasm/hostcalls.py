@@ -615,6 +615,23 @@ def _guard(name: str, implementation: Callable[..., int], hasResult: bool, vm) -
     return hostcall
 
 
+def _droppingQuietLogs(guarded: Callable[..., int], environment) -> Callable[..., int]:
+    """
+    Answer C{proxy_log} calls below the environment's log level at once (OK,
+    as L{Hostcalls.proxy_log} would), the cheapest way: guests such as the
+    AssemblyScript SDK log several debug lines per request.
+    """
+    lowest = int(LogLevel.TRACE)
+    ok = int(Status.OK)
+
+    def proxy_log(level, message, messageSize):
+        if lowest <= level < environment.logLevel:
+            return ok
+        return guarded(level, message, messageSize)
+
+    return proxy_log
+
+
 def _stub(sig: FuncSig, status: Status) -> Callable[..., Optional[int]]:
     result = int(status) if sig.results and sig.results[0] == I32 else 0
 
@@ -652,6 +669,8 @@ def bindHostcalls(imports, hostcalls: Hostcalls) -> Tuple[List[HostFunction], Li
         else:
             callable = _guard(wanted.name, getattr(hostcalls, hostcall.method),
                               bool(wanted.sig.results), hostcalls.vm)
+            if wanted.name == "proxy_log":
+                callable = _droppingQuietLogs(callable, hostcalls.vm.environment)
         functions.append(HostFunction("env", wanted.name, wanted.sig, callable))
     return functions, unknown
 
