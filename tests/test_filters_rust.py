@@ -1,8 +1,9 @@
 """
 Tests of the Rust filters built from C{filters/} (C{greeting-rust} and
-C{rate-limiting}), on both runtimes: through the chain runner on a
-L{task.Clock} (so rate-limit windows can pass), and end to end through a real
-C{twistd -n twistgate} over real HTTP.
+C{rate-limiting}), on both runtimes: the greeting through the chain runner,
+and both end to end through a real C{twistd -n twistgate} over real HTTP.
+The rate-limiting windows are tested for every language variant in
+L{tests.test_filters_ratelimiting}.
 """
 
 import json
@@ -12,7 +13,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from tests.e2e import deferLater, fetch, startGateway
-from tests.proxywasm_harness import FILTERS, LogCapture, RuntimeMixin, bothRuntimes, entry, routeConfig
+from tests.proxywasm_harness import FILTERS, RuntimeMixin, bothRuntimes, entry, routeConfig
 
 
 def filterEntry(name: str, config: dict) -> str:
@@ -22,107 +23,6 @@ def filterEntry(name: str, config: dict) -> str:
     return entry(name, extra="config: " + json.dumps(config))
 
 
-class RateLimitingWindowsMixin(RuntimeMixin):
-    """
-    The rate-limiting filter counts requests per window of the host's clock.
-    """
-
-    def rateLimited(self, config: dict):
-        harness = self.harness(routeConfig(filterEntry("rate-limiting", config)))
-        return harness
-
-    def limits(self, result):
-        """
-        @return: the rate-limit headers of C{result}, names lowercased.
-        """
-        return {name.decode("ascii").lower(): value.decode("ascii") for name, value in result.headers
-                if b"ratelimit" in name.lower() or name.lower() == b"retry-after"}
-
-    def assertLimits(self, result, expected: dict):
-        """
-        Assert the rate-limit headers of C{result} are C{expected} (names in
-        any case).
-        """
-        self.assertEqual(self.limits(result), {name.lower(): value for name, value in expected.items()})
-
-    def test_windowsCountAndReset(self):
-        """
-        Requests pass with Kong's headers until a limit is reached; the next
-        gets 429 with C{Retry-After}; a new window counts from zero again.
-        """
-        harness = self.rateLimited({"second": 2, "minute": 3})
-        first = self.respond(harness)
-        second = self.respond(harness)
-        self.assertEqual([first.status, second.status], [200, 200])
-        self.assertLimits(first, {
-            "X-RateLimit-Limit-Second": "2", "X-RateLimit-Remaining-Second": "1",
-            "X-RateLimit-Limit-Minute": "3", "X-RateLimit-Remaining-Minute": "2",
-            "RateLimit-Limit": "2", "RateLimit-Remaining": "1", "RateLimit-Reset": "1"})
-        self.assertEqual(self.limits(second)["x-ratelimit-remaining-second"], "0")
-        self.assertEqual(self.limits(second)["x-ratelimit-remaining-minute"], "1")
-
-        refused = self.respond(harness)
-        self.assertEqual(refused.status, 429)
-        self.assertEqual(json.loads(refused.body), {"message": "API rate limit exceeded"})
-        self.assertEqual(self.limits(refused)["retry-after"], "1")
-        self.assertEqual(len(harness.upstream.seen), 2)
-
-        harness.clock.advance(1)
-        third = self.respond(harness)
-        self.assertEqual(third.status, 200)
-        self.assertLimits(third, {
-            "X-RateLimit-Limit-Second": "2", "X-RateLimit-Remaining-Second": "1",
-            "X-RateLimit-Limit-Minute": "3", "X-RateLimit-Remaining-Minute": "0",
-            "RateLimit-Limit": "3", "RateLimit-Remaining": "0", "RateLimit-Reset": "59"})
-        minuteRefused = self.respond(harness)
-        self.assertEqual(minuteRefused.status, 429)
-        self.assertEqual(self.limits(minuteRefused)["retry-after"], "59")
-
-        harness.clock.advance(59)
-        fresh = self.respond(harness)
-        self.assertEqual(fresh.status, 200)
-        self.assertEqual(self.limits(fresh)["x-ratelimit-remaining-minute"], "2")
-        self.assertEqual(len(harness.upstream.seen), 4)
-
-    def test_limitByHeader(self):
-        """
-        With C{limit_by: header}, each value of the header has its own counter.
-        """
-        harness = self.rateLimited({"minute": 1, "limit_by": "header", "header_name": "X-Key"})
-        statuses = [self.respond(harness, headers=[(b"x-key", key)]).status for key in (b"a", b"a", b"b")]
-        self.assertEqual(statuses, [200, 429, 200])
-
-    def test_customErrorHiddenHeaders(self):
-        """
-        C{error_code} and C{error_message} shape the refusal;
-        C{hide_client_headers} leaves out the limit headers but not
-        C{Retry-After}.
-        """
-        harness = self.rateLimited({"minute": 1, "error_code": 503, "error_message": "slow down",
-                                    "hide_client_headers": True})
-        allowed = self.respond(harness)
-        refused = self.respond(harness)
-        self.assertLimits(allowed, {})
-        self.assertEqual(refused.status, 503)
-        self.assertEqual(json.loads(refused.body), {"message": "slow down"})
-        self.assertLimits(refused, {"Retry-After": "60"})
-
-    def test_tickRemovesEndedWindows(self):
-        """
-        Every second a tick deletes the counters of windows that have ended
-        and logs how many are left.
-        """
-        logs = LogCapture(self)
-        harness = self.rateLimited({"second": 5, "minute": 5})
-        self.respond(harness)
-        harness.clock.advance(1)
-        self.assertTrue(logs.containing("rate-limiting: 1 live counters, 1 expired removed"), logs.messages())
-        harness.clock.advance(60)
-        self.assertTrue(logs.containing("rate-limiting: 0 live counters, 1 expired removed"), logs.messages())
-        self.assertEqual(self.limits(self.respond(harness))["x-ratelimit-remaining-minute"], "4")
-
-
-bothRuntimes(RateLimitingWindowsMixin, globals())
 
 
 class GreetingRustChainMixin(RuntimeMixin):
