@@ -17,7 +17,7 @@ from twisted.web.server import Site
 
 from twistgate.config.errors import ConfigError
 from twistgate.config.filters import FilterFile, discoverFilters
-from twistgate.config.loader import loadConfigText
+from twistgate.config.loader import loadConfigText, readConfigFile
 from twistgate.config.model import GatewayConfig
 from twistgate.gateway.router import Router
 from twistgate.gateway.state import GatewayState, Generation
@@ -175,16 +175,7 @@ class GatewayService(MultiService):
 
         @raise ConfigError: it cannot be read or is invalid.
         """
-        try:
-            with open(path, "rb") as configFile:
-                raw = configFile.read()
-        except OSError as error:
-            raise ConfigError(["%s: cannot be read: %s" % (path, error.strerror or error)])
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ConfigError(["%s: (root): not UTF-8 text: %s" % (path, error)])
-        return self.loadText(text, path, number)
+        return self.loadText(readConfigFile(path), path, number)
 
     def reloadText(self, text: str, source: str = "<POST /config>") -> Generation:
         """

@@ -1006,13 +1006,21 @@ def loadConfigFile(path: str, filters: Mapping[str, FilterFile]) -> GatewayConfi
     @raise ConfigError: the file cannot be read, or is invalid (every
         problem, one line each).
     """
+    return loadConfigText(readConfigFile(path), path, filters)
+
+
+def readConfigFile(path: str) -> str:
+    """
+    Read a declarative configuration file's text.
+
+    @raise ConfigError: it cannot be read or is not UTF-8.
+    """
     try:
         with open(path, "rb") as configFile:
             raw = configFile.read()
     except OSError as error:
         raise ConfigError(["%s: cannot be read: %s" % (path, error.strerror or error)])
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(["%s: (root): not UTF-8 text: %s" % (path, error)])
-    return loadConfigText(text, path, filters)
