@@ -224,10 +224,6 @@ class HostileFiltersMixin:
         yield self.assertRecycled(gateway)
         self.assertIn("filled", gateway.logText())
 
-    test_trappedInstancesFreed.todo = (
-        "RSS still rises by 100-200 MiB over 32 trapped 4 MiB requests before levelling off: the instances"
-        " are collected (tests.test_proxywasm_traps), what stays is not yet found")
-
     @defer.inlineCallbacks
     def test_badPointersSizesAndEnums(self):
         """

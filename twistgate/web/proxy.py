@@ -10,6 +10,7 @@ oversized headers (431), oversized bodies (413), slow clients (header and
 body timeouts).
 """
 
+import ctypes
 import json
 from collections import deque
 from collections.abc import Mapping
@@ -63,6 +64,29 @@ _NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {b"content-length", b"host", b"expect"}
 
 #: Request bodies up to this size are sent upstream from memory.
 _IN_MEMORY_BODY = 1 << 20
+#: Dropping a request body at least this large returns freed heap memory to
+#: the system (L{_trimHeap}).
+_TRIM_AFTER_BODY = 1 << 20
+
+
+def _heapTrimmer() -> Callable[[], None]:
+    """
+    @return: glibc's C{malloc_trim(0)}, or a no-op where the C library has
+        none. Bodies arrive in 64 KiB chunks, below glibc's mmap threshold,
+        so a large body read whole leaves the heap grown; glibc gives such
+        memory back only when the top of the heap is free, which a single
+        long-lived object allocated meanwhile prevents.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+_trimHeap = _heapTrimmer()
 
 Pairs = List[Tuple[bytes, bytes]]
 
@@ -223,6 +247,9 @@ class RequestBodyStream:
         self._flush()
         if self._keepAll:
             body = b"".join(self._chunks)
+            # Kept joined: the arrived chunks are one more copy of the body.
+            self._chunks.clear()
+            self._chunks.append(body)
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 waiter.callback(body)
@@ -245,6 +272,20 @@ class RequestBodyStream:
         if self._sent is not None and not self._sent.called:
             sent, self._sent = self._sent, None
             sent.errback(reason)
+
+    def discard(self) -> int:
+        """
+        The request ended: drop a body kept whole for L{readAll}. A body
+        still streaming to a consumer is left alone.
+
+        @return: how many bytes were dropped.
+        """
+        if not self._keepAll:
+            return 0
+        dropped = sum(len(chunk) for chunk in self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return dropped
 
     def whenFailed(self, observer: Callable[[Failure], None]) -> None:
         """
@@ -1276,6 +1317,24 @@ class _ProxiedRequest:
             self._log.failure("recording {uri}", uri=self.request.uri)
         if self.generation is not None:
             self._resource.state.release(self.generation)
+        self._releaseRequestBody()
+
+    def _releaseRequestBody(self) -> None:
+        """
+        Drop this request's references to a body read whole for filters.
+        The request's objects refer to each other and wait for Python's
+        cyclic collector, which may run long after; a body they kept would
+        stay in memory until then.
+        """
+        released = 0
+        if self.exchange is not None and self.exchange.requestBody is not None:
+            released = len(self.exchange.requestBody)
+            self.exchange.requestBody = None
+        stream = getattr(self.request, "bodyStream", None)
+        if stream is not None:
+            released = max(released, stream.discard())
+        if released >= _TRIM_AFTER_BODY:
+            _trimHeap()
 
     def _record(self) -> None:
         """
