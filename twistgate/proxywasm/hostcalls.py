@@ -234,7 +234,12 @@ class Hostcalls:
     def proxy_done(self):
         return Status.OK
 
-    def proxy_continue_stream(self, streamType):
+    def _onHttpStream(self, streamType, action):
+        """
+        Apply C{action(stream, kind)} to the current stream for an HTTP
+        stream type: BAD_ARGUMENT for an unknown type or outside a stream,
+        UNIMPLEMENTED for the L4 types.
+        """
         kind = enumValue(StreamType, streamType)
         if kind is None:
             return Status.BAD_ARGUMENT
@@ -243,20 +248,14 @@ class Hostcalls:
         stream = self._stream()
         if stream is None:
             return Status.BAD_ARGUMENT
-        stream.continueStream(kind)
+        action(stream, kind)
         return Status.OK
 
+    def proxy_continue_stream(self, streamType):
+        return self._onHttpStream(streamType, lambda stream, kind: stream.continueStream(kind))
+
     def proxy_close_stream(self, streamType):
-        kind = enumValue(StreamType, streamType)
-        if kind is None:
-            return Status.BAD_ARGUMENT
-        if kind not in (StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE):
-            return Status.UNIMPLEMENTED
-        stream = self._stream()
-        if stream is None:
-            return Status.BAD_ARGUMENT
-        stream.closeStream(kind)
-        return Status.OK
+        return self._onHttpStream(streamType, lambda stream, kind: stream.closeStream(kind))
 
     def proxy_continue_request(self):
         return self.proxy_continue_stream(StreamType.HTTP_REQUEST)
