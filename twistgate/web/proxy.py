@@ -275,11 +275,14 @@ class RequestBodyStream:
 
     def discard(self) -> int:
         """
-        The request ended: drop a body kept whole for L{readAll}. A body
-        still streaming to a consumer is left alone.
+        The request ended: forget the failure observers (which refer back
+        to the request, a cycle only the cyclic collector would free) and
+        drop a body kept whole for L{readAll}. A body still streaming to a
+        consumer is left alone.
 
         @return: how many bytes were dropped.
         """
+        self._failureObservers.clear()
         if not self._keepAll:
             return 0
         dropped = sum(len(chunk) for chunk in self._chunks)
