@@ -5,16 +5,21 @@ filter chain contract driven with a scripted L{IChainRun}, and the HTTP
 front end's defences at the byte level (L{StringTransport}).
 """
 
+import gc
 import json
+import weakref
 
 from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.test.iosim import ConnectionCompleter
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
 from twistgate.config.loader import loadConfigText
@@ -888,3 +893,109 @@ class StreamedBodyForFiltersTests(SynchronousTestCase):
         self.assertEqual(plan.chains[0].calls, ["requestHeaders", "finish"])
         self.assertEqual(self.state.inFlight, 0)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class _EchoUpstream(Resource):
+    """
+    An upstream answering C{ok:} and the request body with a
+    Content-Length, or, for a path ending in C{/stream}, a chunked body.
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        body = request.content.read()
+        if request.path.endswith(b"/stream"):
+            request.write(b"ok:" + body)
+            request.finish()
+            return NOT_DONE_YET
+        return b"ok:" + body
+
+
+class _WeakPlan:
+    """
+    A chain plan that keeps only weak references to each exchange: routes
+    whose path starts with C{/kept} get a L{ScriptedChain} reading the
+    request body whole, the others no chain.
+    """
+
+    def __init__(self):
+        self.exchanges = []
+
+    def chainFor(self, exchange):
+        self.exchanges.append(weakref.ref(exchange))
+        if exchange.route.name != "kept":
+            return None
+        return ScriptedChain(exchange, wantsRequestBody=True)
+
+    def stop(self):
+        pass
+
+
+class ReferenceCycleTests(SynchronousTestCase):
+    """
+    A finished request's objects (its exchange, chain run, bodies and the
+    upstream response) are freed by reference counting alone, not left
+    for the cyclic collector, which may run long after and so keep large
+    bodies in memory.
+    """
+
+    def setUp(self):
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        self.clock = MemoryReactorClock()
+        self.completer = ConnectionCompleter(self.clock)
+        self.clock.listenTCP(9999, Site(_EchoUpstream(), reactor=self.clock))
+        self.plan = _WeakPlan()
+        upstream = UpstreamClient(self.clock)
+        self.responses = []
+        request = upstream.request
+
+        def recordingRequest(*args, **kwargs):
+            return request(*args, **kwargs).addCallback(self._recordResponse)
+        upstream.request = recordingRequest
+        self.resource = ProxyResource(GatewayState(generationFor(plan=self.plan)), upstream, self.clock)
+        self.site = GatewaySite(self.resource, self.clock)
+        self.pump = None
+
+    def _recordResponse(self, response):
+        self.responses.append(weakref.ref(response))
+        return response
+
+    def proxy(self, raw):
+        """
+        Send C{raw} through a new client connection, connecting and pumping
+        the upstream connection until the response is written.
+
+        @return: the bytes written to the client.
+        """
+        channel = self.site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        if self.pump is None:
+            self.pump = self.completer.succeedOnce()
+        self.pump.flush()
+        return transport.value()
+
+    def test_requestObjectsFreedWithoutCyclicCollector(self):
+        """
+        Requests without a body, with a body streamed upstream, with a body
+        read whole for a filter, answered with a whole and a streamed body:
+        once each response is finished, nothing refers to its exchange or
+        its upstream response.
+        """
+        answers = [
+            self.proxy(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n"),
+            self.proxy(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"),
+            self.proxy(b"POST /kept HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nwhole"),
+            self.proxy(b"POST /api/stream HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nstream"),
+            self.proxy(b"POST /kept/stream HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nread"),
+        ]
+        for answer, body in zip(answers, [b"ok:", b"ok:hello", b"ok:whole", b"ok:stream", b"ok:read"]):
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+            self.assertIn(body, answer)
+        self.assertEqual(len(self.plan.exchanges), 5)
+        self.assertEqual(len(self.responses), 5)
+        self.assertEqual([ref() for ref in self.plan.exchanges + self.responses], [None] * 10)

@@ -114,6 +114,7 @@ class UpstreamResponse:
         self.length = length
         self._connection = connection
         self._protocol = None
+        self._delivered = False
         self._pending: List[bytes] = []
         self._ended: Optional[Failure] = None
         self._headers: Optional[Headers] = None
@@ -135,15 +136,21 @@ class UpstreamResponse:
         that pauses, resumes and stops the body, C{dataReceived} per chunk,
         C{connectionLost} with L{ResponseDone} (L{PotentialDataLoss} for a
         body ended by closing the connection) or a L{ResponseFailed}.
+
+        Once the body ended, the response forgets C{protocol}: the protocol
+        refers back to the response through its transport, a cycle only the
+        cyclic collector would otherwise free.
         """
-        if self._protocol is not None:
+        if self._delivered:
             raise RuntimeError("the response body was already delivered")
+        self._delivered = True
         self._protocol = protocol
         protocol.makeConnection(_BodyTransport(self))
         pending, self._pending = self._pending, []
         for data in pending:
             protocol.dataReceived(data)
-        if self._ended is not None:
+        if self._ended is not None and self._protocol is protocol:
+            self._protocol = None
             protocol.connectionLost(self._ended)
 
     def _data(self, data: bytes) -> None:
@@ -156,8 +163,9 @@ class UpstreamResponse:
         if self._ended is not None:
             return
         self._ended = reason
-        if self._protocol is not None:
-            self._protocol.connectionLost(reason)
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.connectionLost(reason)
 
 
 class _BodyTransport:
