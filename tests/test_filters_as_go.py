@@ -83,8 +83,6 @@ class GreetingFiltersMixin(RuntimeMixin):
 bothRuntimes(GreetingFiltersMixin, globals())
 
 
-
-
 END_TO_END_CONFIG = """\
 _format_version: "3.0"
 services:
