@@ -122,11 +122,12 @@ class GuestActivity:
     to run.
 
     @ivar depth: guest calls in progress, nested ones included.
+    @ivar waiting: the work waiting for no guest call to run.
     """
 
     def __init__(self) -> None:
         self.depth = 0
-        self._waiting: Deque[Callable[[], None]] = deque()
+        self.waiting: Deque[Callable[[], None]] = deque()
 
     def runWhenNoGuest(self, work: Callable[[], None]) -> None:
         """
@@ -135,14 +136,14 @@ class GuestActivity:
         if self.depth == 0:
             work()
         else:
-            self._waiting.append(work)
+            self.waiting.append(work)
 
     def guestReturned(self) -> None:
         """
         Run the waiting work if no guest call runs any more.
         """
-        while self._waiting and self.depth == 0:
-            self._waiting.popleft()()
+        while self.waiting and self.depth == 0:
+            self.waiting.popleft()()
 
 
 class LiveCounts:
@@ -280,7 +281,6 @@ class ProxyWasmVM:
         self.env = dict(env or {})
         self.log = Logger(namespace="twistgate.filter." + filterName)
         self.exportSigs = {e.name: e.sig for e in module.exports() if e.kind == "func"}
-        self._arity = {name: len(sig.params) for name, sig in self.exportSigs.items()}
         self.abiVersion, self.abiReason = detectAbiVersion(self.exportSigs)
         self.hostcalls = Hostcalls(self)
         self.unsupportedImports: List[str] = []
@@ -304,7 +304,7 @@ class ProxyWasmVM:
         self._tokens = itertools.count(1)
         self._depth = 0
         self._afterCall: Deque[Callable[[], None]] = deque()
-        self._functions: Dict[str, Optional[Callable]] = {}
+        self._exports: Dict[str, Tuple[Optional[Callable], int]] = {}
         self._allocator: Optional[str] = None
         self._trapTimes: Deque[float] = deque()
         self.backoffUntil = 0.0
@@ -356,7 +356,7 @@ class ProxyWasmVM:
         self.generation += 1
         self.trapped = None
         self.trapPhase = None
-        self._functions = {}
+        self._exports = {}
         self._allocator = next((name for name in ("proxy_on_memory_allocate", "malloc")
                                 if name in self.exportSigs), None)
         try:
@@ -501,7 +501,7 @@ class ProxyWasmVM:
         Release the instance (see L{IWasmInstance.release}) so that it and
         this VM can be collected.
         """
-        self._functions = {}
+        self._exports = {}
         if self.instance is not None:
             self.instance.release()
 
@@ -553,13 +553,24 @@ class ProxyWasmVM:
 
     # Calling the guest.
 
-    def _function(self, name: str) -> Optional[Callable]:
+    def _export(self, name: str) -> Tuple[Optional[Callable], int]:
+        """
+        Bind an export of the live instance, once per instance.
+
+        @return: its callable (L{None} if the module does not export it)
+            and its number of parameters.
+        """
         try:
-            return self._functions[name]
+            return self._exports[name]
         except KeyError:
-            function = self.instance.function(name) if name in self.exportSigs else None
-            self._functions[name] = function
-            return function
+            pass
+        sig = self.exportSigs.get(name)
+        if sig is None:
+            entry: Tuple[Optional[Callable], int] = (None, 0)
+        else:
+            entry = (self.instance.function(name), len(sig.params))
+        self._exports[name] = entry
+        return entry
 
     @property
     def busy(self) -> bool:
@@ -570,58 +581,69 @@ class ProxyWasmVM:
 
     def callGuest(self, name: str, *args: int) -> Optional[int]:
         """
-        Call an export if the module has it. A trap marks the instance as
-        trapped (it is replaced before its next use) and is re-raised.
+        Call an export outside any callback (start functions), untimed, as
+        L{callWithContext} does.
+        """
+        return self.callWithContext(self.effectiveContext, name, *args, timed=False)
 
+    def callWithContext(self, context, name: str, *args: int, timed: bool = True) -> Optional[int]:
+        """
+        Call an export with C{context} as the current and effective context
+        (nothing happens if the module does not export it); arguments past
+        the export's parameters are dropped. A trap marks the instance as
+        trapped (it is replaced before its next use) and is re-raised. When
+        the outermost call returns, the work queued for it runs (see
+        L{runWhenIdle}); then the phase observer is told the call's time.
+
+        @param timed: whether to tell the phase observer.
         @return: the result, or L{None} when the export is missing or has no
             result.
         @raise WasmTrap: if the guest traps.
         """
-        function = self._functions.get(name) or self._function(name)
+        function, arity = self._exports.get(name) or self._export(name)
         if function is None:
             return None
-        arity = self._arity[name]
         if len(args) > arity:
             args = args[:arity]
-        activity = self.environment.activity
+        previousCurrent = self.currentContext
+        previousEffective = self.effectiveContext
+        self.currentContext = self.effectiveContext = context
+        environment = self.environment
+        observer = environment.phaseObserver if timed else None
+        if observer is not None:
+            started = perf_counter()
+        activity = environment.activity
         self._depth += 1
         activity.depth += 1
         try:
             return function(*args)
         except WasmTrap as trap:
-            if self.trapped is None:
-                self.trapped = trap
-                self.trapPhase = name[len("proxy_"):] if name.startswith("proxy_") else name
-                self._recordTrap(trap.kind)
+            self._trappedIn(name, trap)
             raise
         finally:
             self._depth -= 1
             activity.depth -= 1
-            if self._depth == 0 and self._afterCall:
+            if self._afterCall and self._depth == 0:
                 self._drain()
-            if activity.depth == 0:
+            if activity.waiting and activity.depth == 0:
                 activity.guestReturned()
-
-    def callWithContext(self, context, name: str, *args: int) -> Optional[int]:
-        """
-        Call an export with C{context} as the current and effective context
-        (nothing happens if the module does not export it).
-        """
-        if name not in self.exportSigs:
-            return None
-        previous = (self.currentContext, self.effectiveContext)
-        self.currentContext = self.effectiveContext = context
-        observer = self.environment.phaseObserver
-        started = perf_counter() if observer is not None else 0.0
-        try:
-            return self.callGuest(name, *args)
-        finally:
-            self.currentContext, self.effectiveContext = previous
+            self.currentContext = previousCurrent
+            self.effectiveContext = previousEffective
             if observer is not None:
                 try:
                     observer(self.filterName, name, perf_counter() - started)
                 except Exception:
                     self.log.failure("phase observer failed")
+
+    def _trappedIn(self, name: str, trap: WasmTrap) -> None:
+        """
+        The guest trapped in export C{name}: the instance is trapped, unless
+        it already was (a trap of a nested call unwinding).
+        """
+        if self.trapped is None:
+            self.trapped = trap
+            self.trapPhase = name[len("proxy_"):] if name.startswith("proxy_") else name
+            self._recordTrap(trap.kind)
 
     def callRootCallback(self, root: RootContext, name: str, *args: int) -> Optional[int]:
         """
@@ -682,7 +704,7 @@ class ProxyWasmVM:
         """
         if self._allocator is None:
             return 0
-        address = self._function(self._allocator)(size)
+        address = self._export(self._allocator)[0](size)
         return u32(address or 0)
 
     def setEffectiveContext(self, contextId: int) -> int:
