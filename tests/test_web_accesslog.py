@@ -94,7 +94,15 @@ class AccessLogTests(SynchronousTestCase):
             self.assertEqual(len(f.read().splitlines()), 2)
 
     def test_off(self):
-        AccessLog.open("off").log(entry())
+        log = AccessLog.open("off")
+        self.assertFalse(log.enabled)
+        log.log(entry())
+
+    def test_enabledUntilClosed(self):
+        log = AccessLog.open(self.mktemp())
+        self.assertTrue(log.enabled)
+        log.close()
+        self.assertFalse(log.enabled)
 
     def test_badFormat(self):
         error = self.assertRaises(ValueError, AccessLog, io.StringIO(), "xml")

@@ -24,6 +24,8 @@ from twisted.web.client import PotentialDataLoss, ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from twistgate.gateway.sendnow import sendNow
+
 Pairs = List[Tuple[bytes, bytes]]
 
 #: The largest response head accepted.
@@ -286,11 +288,11 @@ class HTTP11ClientConnection(Protocol):
         body = getattr(producer, "body", None) if producer is not None else None
         if producer is None:
             framing = b"Content-Length: 0\r\n" if method in _EMPTY_BODY_METHODS else b""
-            self.transport.write(requestHead(method, target, headers, framing))
+            sendNow(self.transport, requestHead(method, target, headers, framing))
             self._bodySent = True
         elif isinstance(body, bytes):
-            self.transport.write(requestHead(method, target, headers, b"Content-Length: %d\r\n" % (len(body),))
-                                 + body)
+            sendNow(self.transport, requestHead(method, target, headers, b"Content-Length: %d\r\n" % (len(body),))
+                    + body)
             self._bodySent = True
         else:
             chunked = producer.length is UNKNOWN_LENGTH

@@ -161,6 +161,13 @@ class AccessLog:
             output.close()
             raise
 
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether lines are written (false for C{off}, or once closed).
+        """
+        return self._output is not None
+
     def log(self, entry: AccessLogEntry) -> None:
         """
         Write one line for C{entry}.

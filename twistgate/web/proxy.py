@@ -12,6 +12,7 @@ body timeouts).
 
 import ctypes
 import json
+import re
 from collections import deque
 from collections.abc import Mapping
 from typing import Callable, Deque, List, Optional, Sequence, Tuple
@@ -30,6 +31,7 @@ from zope.interface import implementer
 
 import twistgate
 from twistgate.gateway.exchange import Exchange, LocalResponse
+from twistgate.gateway.sendnow import sendNow
 from twistgate.gateway.state import GatewayState, Generation
 from twistgate.gateway.upstream import UpstreamClient, UpstreamTimeout
 from twistgate.web.accesslog import AccessLog, AccessLogEntry
@@ -61,6 +63,10 @@ HOP_BY_HOP = frozenset([
 ])
 #: Request headers the gateway replaces or that the upstream client frames.
 _NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {b"content-length", b"host", b"expect"}
+
+#: Response headers only the gateway sets (a value from upstream or a filter
+#: is replaced).
+_GATEWAY_HEADERS = frozenset([b"x-kong-upstream-latency", b"x-kong-proxy-latency", b"x-kong-response-latency"])
 
 #: Request bodies up to this size are sent upstream from memory.
 _IN_MEMORY_BODY = 1 << 20
@@ -136,6 +142,50 @@ def withoutHopByHop(pairs: Sequence[Tuple[bytes, bytes]]) -> Pairs:
     """
     dropped = connectionHeaders(pairs)
     return [(name, value) for name, value in pairs if name not in dropped]
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: Names whose conventional case is not word-capitalized (as twisted.web
+#: writes them).
+_NAME_CASE = {
+    b"content-md5": b"Content-MD5", b"dnt": b"DNT", b"etag": b"ETag", b"p3p": b"P3P", b"te": b"TE",
+    b"www-authenticate": b"WWW-Authenticate", b"x-xss-protection": b"X-XSS-Protection",
+}
+_canonicalNames: dict = {}
+#: At most this many names are remembered (names come from upstreams).
+_MAX_CANONICAL_NAMES = 4096
+
+
+def canonicalName(name: bytes) -> bytes:
+    """
+    @return: the header name in the case twisted.web writes it
+        (C{Content-Length}), so that whole and streamed responses look alike.
+    @raise ValueError: if C{name} is not an HTTP token.
+    """
+    canonical = _canonicalNames.get(name)
+    if canonical is not None:
+        return canonical
+    if not _TOKEN.match(name):
+        raise ValueError("invalid header name {!r}".format(name))
+    lower = name.lower()
+    canonical = _NAME_CASE.get(lower) or b"-".join(word.capitalize() for word in lower.split(b"-"))
+    if len(_canonicalNames) < _MAX_CANONICAL_NAMES:
+        _canonicalNames[name] = canonical
+    return canonical
+
+
+def renderHead(version: bytes, code: int, reason: bytes, pairs: Pairs) -> List[bytes]:
+    """
+    @return: the pieces of a response head: status line, C{pairs} (values
+        with line breaks folded to spaces), blank line.
+    """
+    pieces = [version, b" %d " % (code,), reason, b"\r\n"]
+    for name, value in pairs:
+        if b"\r" in value or b"\n" in value:
+            value = b" ".join(value.splitlines())
+        pieces += (canonicalName(name), b": ", value, b"\r\n")
+    pieces.append(b"\r\n")
+    return pieces
 
 
 def rawHeaderPairs(headers) -> Pairs:
@@ -489,21 +539,44 @@ class GatewayRequest(server.Request):
             return
         super().requestReceived(command, path, version)
 
-    def _closeIfBodyUnread(self) -> None:
+    def _closeIfBodyUnread(self) -> bool:
+        """
+        End the connection after this response if the request body is not
+        all read: the rest of it could not be told from a next request.
+
+        @return: whether the response head still needs C{Connection: close}.
+        """
         if self.bodyStream is not None and not self.bodyStream.complete and self.channel is not None:
-            # Answered before the body ended: the rest of the body cannot be
-            # told from a next request, so this connection ends here.
             self.channel.persistent = False
-            if not self.startedWriting:
-                self.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return not self.startedWriting
+        return False
 
     def write(self, data):
-        if not self.startedWriting:
-            self._closeIfBodyUnread()
+        if not self.startedWriting and self._closeIfBodyUnread():
+            self.responseHeaders.setRawHeaders(b"connection", [b"close"])
         super().write(data)
 
+    def writeWhole(self, code: int, reason: Optional[bytes], pairs: Pairs, body: bytes) -> None:
+        """
+        Write a whole response in one write: the status line, C{pairs}
+        (which carry its framing) and C{body}; a C{HEAD} request or a status
+        without a body gets the head only. L{finish} ends it as usual.
+        """
+        self.setResponseCode(code, reason)
+        if self._disconnected:
+            return
+        if self._closeIfBodyUnread() and not any(name == b"connection" for name, _ in pairs):
+            pairs = pairs + [(b"connection", b"close")]
+        pieces = renderHead(self.clientproto, code, self.code_message, pairs)
+        self.startedWriting = 1
+        if body and self.method != b"HEAD" and code not in NO_BODY_CODES:
+            pieces.append(body)
+            self.sentLength += len(body)
+        self.channel.writeSequence(pieces)
+
     def finish(self):
-        self._closeIfBodyUnread()
+        if self._closeIfBodyUnread():
+            self.responseHeaders.setRawHeaders(b"connection", [b"close"])
         super().finish()
 
     def connectionLost(self, reason):
@@ -541,6 +614,12 @@ class GatewayChannel(http.HTTPChannel):
         if self._secure is None:
             self._secure = super().isSecure()
         return self._secure
+
+    def write(self, data):
+        sendNow(self.transport, data)
+
+    def writeSequence(self, iovec):
+        sendNow(self.transport, b"".join(iovec))
 
     def connectionMade(self):
         super().connectionMade()
@@ -1006,8 +1085,7 @@ class _ProxiedRequest:
                 self._writeWhole(whole)
                 return None
             return self.chain.responseBody(whole, True).addCallback(self._writeWhole)
-        self._writeHead(exchange.responseStatus, exchange.responseReason, exchange.responseHeaders,
-                        proxied=True)
+        self._writeHead(exchange.responseStatus, exchange.responseReason, exchange.responseHeaders, proxied=True)
         response.deliverBody(_BodyReceiver(self))
         if not self._bodyDone and not self._ended and not self._clientGone:
             self._armReadTimer(self.exchange.service.readTimeout / 1000.0)
@@ -1115,37 +1193,72 @@ class _ProxiedRequest:
         ]
         return headers
 
-    def _writeHead(self, status: int, reason: Optional[bytes], pairs: Pairs, proxied: bool,
-                   framed: bool = False) -> None:
+    def _responseHead(self, pairs: Pairs, proxied: bool, framed: bool = False) -> Pairs:
         """
-        Set the response status and headers.
+        The response headers the client gets: C{pairs}, with the gateway's
+        own (C{Server} and C{Date} unless given, C{Via} and Kong's latency
+        headers, C{Connection: close} when the connection ends).
 
-        @param framed: C{pairs} carry the final Content-Length (a local
+        @param framed: C{pairs} carry the final Content-Length (a whole
             response); otherwise it is dropped when a filter may rewrite the
             body.
         """
-        request = self.request
-        request.setResponseCode(status, reason or None)
-        names = {name for name, _ in pairs}
-        if b"server" not in names:
-            request.responseHeaders.setRawHeaders(b"server", [SERVER_TOKEN])
-        if b"date" not in names:
-            request.responseHeaders.setRawHeaders(b"date", [datetimeToString()])
-        rewrites = self.chain is not None and self.chain.rewritesResponseBody
-        drop = {b"content-length"} if rewrites and not framed else set()
+        rewrites = self.chain is not None and self.chain.rewritesResponseBody and not framed
+        head: Pairs = []
+        hasServer = hasDate = False
         for name, value in pairs:
-            if name not in drop:
-                request.responseHeaders.addRawHeader(name, value)
-        channel = getattr(request, "channel", None)
+            if name in _GATEWAY_HEADERS or (rewrites and name == b"content-length"):
+                continue
+            if name == b"server":
+                hasServer = True
+            elif name == b"date":
+                hasDate = True
+            head.append((name, value))
+        if not hasDate:
+            head.insert(0, (b"date", self._resource.dateHeader()))
+        if not hasServer:
+            head.insert(0, (b"server", SERVER_TOKEN))
+        channel = getattr(self.request, "channel", None)
         if channel is not None and getattr(channel, "persistent", True) is False:
-            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            head = [(name, value) for name, value in head if name != b"connection"]
+            head.append((b"connection", b"close"))
         if proxied:
-            request.responseHeaders.addRawHeader(b"via", VIA)
-            request.responseHeaders.setRawHeaders(b"x-kong-upstream-latency", [b"%d" % self._upstreamLatency])
-            request.responseHeaders.setRawHeaders(b"x-kong-proxy-latency", [b"%d" % self._proxyLatency])
+            head += [(b"via", VIA), (b"x-kong-upstream-latency", b"%d" % self._upstreamLatency),
+                     (b"x-kong-proxy-latency", b"%d" % self._proxyLatency)]
         else:
             latency = _ms(self._clock.seconds() - self._startedAt)
-            request.responseHeaders.setRawHeaders(b"x-kong-response-latency", [b"%d" % latency])
+            head.append((b"x-kong-response-latency", b"%d" % latency))
+        return head
+
+    def _writeHead(self, status: int, reason: Optional[bytes], pairs: Pairs, proxied: bool) -> None:
+        """
+        Set the status and headers of a response whose body streams.
+        """
+        request = self.request
+        request.setResponseCode(status, reason or None)
+        headers = request.responseHeaders
+        for name, value in self._responseHead(pairs, proxied):
+            headers.addRawHeader(name, value)
+
+    def _writeWholeResponse(self, status: int, reason: Optional[bytes], pairs: Pairs, body: bytes,
+                            proxied: bool) -> None:
+        """
+        Answer with a whole response (C{pairs} without Content-Length) and
+        finish the request.
+        """
+        pairs = [(name, value) for name, value in pairs if name != b"content-length"]
+        pairs.append((b"content-length", b"%d" % (len(body),)))
+        head = self._responseHead(pairs, proxied, framed=True)
+        request = self.request
+        writeWhole = getattr(request, "writeWhole", None)
+        if writeWhole is not None:
+            writeWhole(status, reason or None, head, body)
+            return
+        # A plain twisted.web request (the resource served by another site).
+        request.setResponseCode(status, reason or None)
+        for name, value in head:
+            request.responseHeaders.addRawHeader(name, value)
+        request.write(body)
 
     # The upstream body, streamed.
 
@@ -1177,11 +1290,8 @@ class _ProxiedRequest:
         if self._clientGone or self._ended:
             return
         exchange = self.exchange
-        pairs = [(name, value) for name, value in exchange.responseHeaders if name != b"content-length"]
-        pairs.append((b"content-length", b"%d" % (len(body),)))
-        self._writeHead(exchange.responseStatus, exchange.responseReason, pairs, proxied=True, framed=True)
-        if body:
-            self.request.write(body)
+        self._writeWholeResponse(exchange.responseStatus, exchange.responseReason, exchange.responseHeaders,
+                                 body, proxied=True)
         self._complete()
 
     def _writeFiltered(self, data: bytes) -> None:
@@ -1267,10 +1377,8 @@ class _ProxiedRequest:
             body = yield chain.responseBody(body, True)
         if self._clientGone or self._ended:
             return
-        pairs = [(n, v) for n, v in exchange.responseHeaders if n != b"content-length"]
-        pairs.append((b"content-length", b"%d" % len(body)))
-        self._writeHead(exchange.responseStatus, exchange.responseReason, pairs, proxied=False, framed=True)
-        self.request.write(body)
+        self._writeWholeResponse(exchange.responseStatus, exchange.responseReason, exchange.responseHeaders,
+                                 body, proxied=False)
         self.request.finish()
         self._end()
 
@@ -1280,11 +1388,9 @@ class _ProxiedRequest:
         """
         if self._clientGone or self._ended:
             return
-        request = self.request
-        self._writeHead(status, None, [(b"content-type", b"application/json; charset=utf-8"),
-                                       (b"content-length", b"%d" % len(body))], proxied=False, framed=True)
-        request.write(body)
-        request.finish()
+        self._writeWholeResponse(status, None, [(b"content-type", b"application/json; charset=utf-8")], body,
+                                 proxied=False)
+        self.request.finish()
         self._end()
 
     # The end.
@@ -1344,6 +1450,8 @@ class _ProxiedRequest:
         Count the request in the metrics and write its access log line.
         """
         metrics, accessLog = self._resource.metrics, self._resource.accessLog
+        if accessLog is not None and not accessLog.enabled:
+            accessLog = None
         if metrics is None and accessLog is None:
             return
         request, exchange = self.request, self.exchange
@@ -1477,6 +1585,18 @@ class ProxyResource(Resource):
         self.clock = clock
         self.metrics = metrics
         self.accessLog = accessLog
+
+    _dateSecond = None
+    _date = b""
+
+    def dateHeader(self) -> bytes:
+        """
+        @return: the C{Date} header value for now, made once a second.
+        """
+        second = int(self.clock.seconds())
+        if second != self._dateSecond:
+            self._dateSecond, self._date = second, datetimeToString(second)
+        return self._date
 
     def render(self, request):
         _ProxiedRequest(self, request).start()
