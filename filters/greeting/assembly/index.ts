@@ -11,15 +11,16 @@
  * and "" (hosts that report no root id).
  *
  * The module exports the SDK's callbacks (the same list as the SDK's
- * "@solo-io/proxy-runtime/proxy"), except the HTTP-context ones, which come
- * from ./callbacks (see there why).
+ * "@solo-io/proxy-runtime/proxy"), except proxy_on_context_create,
+ * proxy_on_done, proxy_on_log, proxy_on_delete and the HTTP-context ones,
+ * which come from ./callbacks (see there why).
  */
 export * from "@solo-io/proxy-runtime/malloc";
 export {
   proxy_abi_version_0_2_0, proxy_on_vm_start, proxy_validate_configuration, proxy_on_configure,
-  proxy_on_tick, proxy_on_foreign_function, proxy_on_queue_ready, proxy_on_context_create,
+  proxy_on_tick, proxy_on_foreign_function, proxy_on_queue_ready,
   proxy_on_http_call_response, proxy_on_grpc_receive_initial_metadata, proxy_on_grpc_trailing_metadata,
-  proxy_on_grpc_receive, proxy_on_grpc_close, proxy_on_done, proxy_on_delete,
+  proxy_on_grpc_receive, proxy_on_grpc_close,
 } from "@solo-io/proxy-runtime/exports";
 export * from "./callbacks";
 import {
@@ -72,6 +73,20 @@ class Greeting extends Context {
   onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
     stream_context.headers.response.add("X-Greeting", this.greeting);
     return FilterHeadersStatusValues.Continue;
+  }
+
+  // The SDK's Context.onDone, onLog and onDelete do nothing but build a debug
+  // log line each (which the host drops) and, for onDone, return true; only
+  // RootContext.onDone cancels pending HTTP calls.
+
+  onDone(): bool {
+    return true;
+  }
+
+  onLog(): void {
+  }
+
+  onDelete(): void {
   }
 }
 
