@@ -984,9 +984,26 @@ class _ProxiedRequest:
         if chain is None:
             self._forward()
             return
-        steps = chain.requestHeaders()
-        steps.addCallback(self._requestHeadersDone)
-        steps.addErrback(self._unexpected)
+        steps = self._afterStep(chain.requestHeaders(), self._requestHeadersDone)
+        if isinstance(steps, Deferred):
+            steps.addErrback(self._unexpected)
+
+    def _afterStep(self, step: Deferred, callback: Callable, *args):
+        """
+        Go on with C{callback(result, *args)} once a chain step ended: at
+        once, with no Deferred in between, when it already has (a chain of
+        filters that neither pause nor wait for a busy instance runs
+        synchronously); otherwise when it does.
+
+        @return: what C{callback} returned, or a Deferred of it.
+        """
+        if step.called and not step.paused and not step.callbacks and not isinstance(step.result, Failure):
+            try:
+                return callback(step.result, *args)
+            except Exception:
+                self._unexpected(Failure())
+                return None
+        return step.addCallback(callback, *args)
 
     def _unexpected(self, failure) -> None:
         if self._clientGone or self._ended:
@@ -1006,12 +1023,15 @@ class _ProxiedRequest:
     def _requestHeadersDone(self, _=None) -> Optional[Deferred]:
         exchange, chain = self.exchange, self.chain
         if exchange.localResponse is None and chain.wantsRequestBody and not self._clientGone:
-            return self._readBody().addCallback(self._requestBodyRead)
+            return self._afterStep(self._readBody(), self._requestBodyRead)
         return self._forward()
 
-    def _requestBodyRead(self, body: bytes) -> Deferred:
+    def _requestBodyRead(self, body: bytes) -> Optional[Deferred]:
         self.exchange.requestBody = body
-        return self.chain.requestBody().addCallback(lambda _: self._forward())
+        return self._afterStep(self.chain.requestBody(), self._forwardAfterStep)
+
+    def _forwardAfterStep(self, _) -> Optional[Deferred]:
+        return self._forward()
 
     def _forward(self) -> Optional[Deferred]:
         """
@@ -1061,7 +1081,7 @@ class _ProxiedRequest:
         exchange.responseHeaders = pairs
         if chain is None:
             return self._sendResponse(response)
-        return chain.responseHeaders().addCallback(self._responseHeadersDone, response)
+        return self._afterStep(chain.responseHeaders(), self._responseHeadersDone, response)
 
     def _responseHeadersDone(self, _, response) -> Optional[Deferred]:
         exchange = self.exchange
@@ -1084,7 +1104,7 @@ class _ProxiedRequest:
             if self.chain is None:
                 self._writeWhole(whole)
                 return None
-            return self.chain.responseBody(whole, True).addCallback(self._writeWhole)
+            return self._afterStep(self.chain.responseBody(whole, True), self._writeWhole)
         self._writeHead(exchange.responseStatus, exchange.responseReason, exchange.responseHeaders, proxied=True)
         response.deliverBody(_BodyReceiver(self))
         if not self._bodyDone and not self._ended and not self._clientGone:
