@@ -18,6 +18,7 @@ counters are exposed with a C{_total} suffix.
 
 import math
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import (
     Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Set, Tuple)
@@ -198,12 +199,7 @@ class _Histogram:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        index = len(self.bounds)
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                index = i
-                break
-        self.counts[index] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
 
@@ -259,7 +255,7 @@ class GatewayMetrics:
         self._total: Dict[Tuple[str, str], _Histogram] = {}
         self._upstream: Dict[Tuple[str, str], _Histogram] = {}
         self._phases: Dict[Tuple[str, str], _Histogram] = {}
-        self._phaseLabels: Dict[str, str] = {}
+        self._phaseSeries: Dict[Tuple[str, str], _Histogram] = {}
         self._traps: Dict[Tuple[str, str], int] = {}
         self._deadlines: Dict[str, int] = {}
         self._recycles: Dict[str, int] = {}
@@ -309,10 +305,12 @@ class GatewayMetrics:
             C{"on_request_headers"} and C{"request_headers"} are all
             labelled C{request_headers}.
         """
-        label = self._phaseLabels.get(phase)
-        if label is None:
-            label = self._phaseLabels[phase] = _PHASE_PREFIX.sub("", phase)
-        self._series(self._phases, (filter, label), PHASE_BUCKETS).observe(seconds)
+        try:
+            series = self._phaseSeries[filter, phase]
+        except KeyError:
+            series = self._phaseSeries[filter, phase] = self._series(
+                self._phases, (filter, _PHASE_PREFIX.sub("", phase)), PHASE_BUCKETS)
+        series.observe(seconds)
 
     def filterTrapped(self, filter: str, kind: str = "trap") -> None:
         """
