@@ -20,6 +20,7 @@ import weakref
 import hashlib
 import importlib.metadata
 import math
+import struct
 import threading
 import time
 from operator import attrgetter
@@ -127,6 +128,43 @@ def _slotView(sig: FuncSig) -> type:
         )
         _slotViews[sig] = view
     return view
+
+
+_PACK_FORMATS = {"i32": "i", "i64": "q", "f32": "f", "f64": "d"}
+_packers: Dict[FuncSig, Callable[..., None]] = {}
+
+
+def _argumentPacker(sig: FuncSig) -> Callable[..., None]:
+    """
+    The C{pack_into} of a L{struct.Struct} that stores a signature's
+    arguments in the slots of its L{_slotView}, all in one call. It raises
+    L{struct.error} for a value out of its type's range (or of another type)
+    and for a wrong number of arguments; L{_setArguments} handles those.
+    """
+    packer = _packers.get(sig)
+    if packer is None:
+        layout = "".join(
+            "{}{}x".format(code, _SLOT_SIZE - struct.calcsize("=" + code))
+            for code in (_PACK_FORMATS[valueType] for valueType in sig.params)
+        )
+        packer = _packers[sig] = struct.Struct("=" + layout).pack_into
+    return packer
+
+
+def _setArguments(view, fields: Sequence[str], args: Sequence[object]) -> None:
+    """
+    Store arguments in a L{_slotView} field by field, as ctypes converts
+    them: integers wrap to their type's width, the wrong type raises
+    L{TypeError}.
+
+    @raise TypeError: for a wrong number of arguments.
+    """
+    if len(args) != len(fields):
+        raise TypeError(
+            "guest function takes {} arguments, {} given".format(len(fields), len(args))
+        )
+    for field, value in zip(fields, args):
+        setattr(view, field, value)
 
 
 def _funcType(sig: FuncSig) -> wasmtime.FuncType:
@@ -426,22 +464,28 @@ class WasmtimeInstance:
 
     def _makeCallable(self, func, sig: FuncSig) -> Callable[..., Optional[int]]:
         view = _slotView(sig)()
-        viewAddress = ctypes.addressof(view)
-        slotCount = max(len(sig.params), len(sig.results), 1)
-        funcAddress = ctypes.addressof(func)
+        packArguments = _argumentPacker(sig)
+        fields = ["a{}".format(i) for i in range(len(sig.params))]
+        # The native call's arguments never change: made into ctypes
+        # objects once, they are not converted on each call.
+        context = _VOIDP(self._context)
+        funcAddress = _VOIDP(ctypes.addressof(func))
+        viewAddress = _VOIDP(ctypes.addressof(view))
+        slotCount = _SIZE(max(len(sig.params), len(sig.results), 1))
         trapHolder = _VOIDP()
-        trapAddress = ctypes.addressof(trapHolder)
-        context = self._context
-        ticks = self._deadlineTicks
+        trapAddress = _VOIDP(ctypes.addressof(trapHolder))
+        ticks = ctypes.c_uint64(self._deadlineTicks) if self._deadlineTicks else None
         hasResult = bool(sig.results)
         raiseFailure = self._raiseFailure
-        fields = ["a{}".format(i) for i in range(len(sig.params))]
-
         instance = self
 
-        def enter():
+        def call(*args):
+            try:
+                packArguments(view, 0, *args)
+            except struct.error:
+                _setArguments(view, fields, args)
             depth = instance._guestDepth
-            if ticks and not depth:
+            if ticks is not None and not depth:
                 _setEpochDeadline(context, ticks)
             instance._guestDepth = depth + 1
             error = _callUnchecked(context, funcAddress, viewAddress, slotCount, trapAddress)
@@ -450,34 +494,7 @@ class WasmtimeInstance:
                 raiseFailure(error, trapHolder)
             return view.result if hasResult else None
 
-        if not fields:
-            return enter
-        if len(fields) == 1:
-
-            def call1(a):
-                view.a0 = a
-                return enter()
-
-            return call1
-        if len(fields) == 2:
-
-            def call2(a, b):
-                view.a0 = a
-                view.a1 = b
-                return enter()
-
-            return call2
-
-        def callN(*args):
-            if len(args) != len(fields):
-                raise TypeError(
-                    "guest function takes {} arguments, {} given".format(len(fields), len(args))
-                )
-            for field, value in zip(fields, args):
-                setattr(view, field, value)
-            return enter()
-
-        return callN
+        return call
 
     def call(self, name, *args):
         return self.function(name)(*args)
