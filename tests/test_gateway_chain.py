@@ -34,6 +34,7 @@ from tests.proxywasm_harness import (
     routeConfig,
 )
 
+MIB = 1024 * 1024
 GREETING_YAML = "- name: greeting\n  config:\n    my_greeting: Hello from Kong using WebAssembly!\n"
 
 
@@ -228,10 +229,11 @@ class ObserverMixin(RuntimeMixin):
         """
         self.assertTrue(verifyObject(IFilterObserver, GatewayMetrics(MetricStore())))
 
-    def test_memoryAfterStartAndRequests(self):
+    def test_memoryAfterStart(self):
         """
-        The instance's memory size is reported once it starts and after
-        each request; callbacks are reported as phases.
+        The instance's memory size is reported once it starts, not again
+        after requests that leave it as it is; callbacks are reported as
+        phases.
         """
         harness, observer = self.observedHarness(routeConfig(appends("x")))
         memory = observer.named("memory")
@@ -241,8 +243,20 @@ class ObserverMixin(RuntimeMixin):
         self.assertEqual(memory[0][1], harness.vm().instance.memorySize())
         self.respond(harness)
         self.respond(harness)
-        self.assertEqual(len(observer.named("memory")), 3)
+        self.assertEqual(observer.named("memory"), memory)
         self.assertIn(("hostcalls", "proxy_on_request_headers"), observer.named("phase"))
+
+    def test_memoryAfterGrowingRequests(self):
+        """
+        A request that grows the instance's memory reports its new size.
+        """
+        harness, observer = self.observedHarness(routeConfig(hostcalls("request_headers grow_memory 1")))
+        [(_, started)] = observer.named("memory")
+        self.respond(harness)
+        self.respond(harness)
+        self.assertEqual(observer.named("memory"), [("hostcalls", started),
+                                                    ("hostcalls", started + MIB),
+                                                    ("hostcalls", started + 2 * MIB)])
 
     def test_trapAndRecycle(self):
         """
@@ -265,7 +279,8 @@ class ObserverMixin(RuntimeMixin):
         """
         from tests.proxywasm_harness import LogCapture
         logs = LogCapture(self)
-        harness, observer = self.observedHarness(routeConfig(appends("x")))
+        harness, observer = self.observedHarness(routeConfig(
+            hostcalls("request_headers grow_memory 1; response_headers add_header response x-proxy-wasm x")))
 
         def broken(filter, size):
             raise RuntimeError("observer broke")

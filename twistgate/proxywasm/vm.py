@@ -95,8 +95,9 @@ class IFilterObserver(Interface):
     def setInstanceMemory(filter, size):
         """
         The linear memory of C{filter}'s instance is C{size} bytes (reported
-        once each root context started, after a replacement instance
-        started, and at the end of each request).
+        once each instance started its first root context or replaced a
+        trapped one, then when a root context started or a request ended
+        with the memory grown).
         """
 
 
@@ -287,6 +288,7 @@ class ProxyWasmVM:
         self._hostFunctions = self._linkImports()
         self.instance = None
         self.memory: Optional[GuestMemory] = None
+        self._reportedMemory: Optional[int] = None
         self.generation = 0
         self.trapped: Optional[WasmTrap] = None
         self.trapPhase: Optional[str] = None
@@ -353,6 +355,7 @@ class ProxyWasmVM:
         except WasmLinkError as error:
             raise VMStartError("cannot instantiate: {}".format(error))
         self.memory = GuestMemory(self.instance)
+        self._reportedMemory = None
         self.generation += 1
         self.trapped = None
         self.trapPhase = None
@@ -546,10 +549,14 @@ class ProxyWasmVM:
 
     def reportMemory(self) -> None:
         """
-        Tell the observer the size of the live instance's linear memory.
+        Tell the observer the size of the live instance's linear memory, if
+        it changed since it was last told of this instance.
         """
         if self.environment.observer is not None and self.instance is not None and self.trapped is None:
-            self._tellObserver("setInstanceMemory", self.instance.memorySize())
+            size = self.instance.memorySize()
+            if size != self._reportedMemory:
+                self._reportedMemory = size
+                self._tellObserver("setInstanceMemory", size)
 
     # Calling the guest.
 

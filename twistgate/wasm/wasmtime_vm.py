@@ -359,6 +359,8 @@ class WasmtimeInstance:
             elif desc.kind == "memory" and (self._memory is None or desc.name == "memory"):
                 self._memory = exports[desc.name]._memory
         self._memoryAddress = None if self._memory is None else ctypes.addressof(self._memory)
+        self._nativeContext = _VOIDP(self._context)
+        self._nativeMemory = _VOIDP(self._memoryAddress)
         self._window = MemoryWindow(self._openMemoryView)
         self._callables: Dict[str, Callable[..., Optional[int]]] = {}
 
@@ -468,7 +470,7 @@ class WasmtimeInstance:
         fields = ["a{}".format(i) for i in range(len(sig.params))]
         # The native call's arguments never change: made into ctypes
         # objects once, they are not converted on each call.
-        context = _VOIDP(self._context)
+        context = self._nativeContext
         funcAddress = _VOIDP(ctypes.addressof(func))
         viewAddress = _VOIDP(ctypes.addressof(view))
         slotCount = _SIZE(max(len(sig.params), len(sig.results), 1))
@@ -505,7 +507,7 @@ class WasmtimeInstance:
     def memorySize(self):
         if self._memoryAddress is None:
             return 0
-        return _memoryDataSize(self._context, self._memoryAddress)
+        return _memoryDataSize(self._nativeContext, self._nativeMemory)
 
     def _openMemoryView(self) -> memoryview:
         size = self.memorySize()
