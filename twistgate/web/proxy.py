@@ -1023,8 +1023,24 @@ class _ProxiedRequest:
     def _requestHeadersDone(self, _=None) -> Optional[Deferred]:
         exchange, chain = self.exchange, self.chain
         if exchange.localResponse is None and chain.wantsRequestBody and not self._clientGone:
+            if self._bodiless():
+                return self._requestBodyRead(b"")
             return self._afterStep(self._readBody(), self._requestBodyRead)
         return self._forward()
+
+    def _bodiless(self) -> bool:
+        """
+        @return: whether the request has no body at all (nothing to read).
+        """
+        request = self.request
+        if getattr(request, "bodyStream", None) is not None:
+            return False
+        content = request.content
+        if content is None:
+            return True
+        size = content.seek(0, 2)
+        content.seek(0)
+        return size == 0
 
     def _requestBodyRead(self, body: bytes) -> Optional[Deferred]:
         self.exchange.requestBody = body
