@@ -7,6 +7,7 @@ step over the request's L{Exchange}, as C{IChainRun} specifies.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -308,6 +309,13 @@ def _expectsNoBody(headers) -> bool:
     return True
 
 
+def _declaresEmptyBody(headers) -> bool:
+    for name, value in headers:
+        if name == b"content-length" and value.strip() == b"0":
+            return True
+    return False
+
+
 @implementer(IChainRun)
 class ChainRun:
     """
@@ -424,7 +432,7 @@ class ChainRun:
         vm = member.vm
         if not member.active or self._finished:
             return None
-        if not vm.ensureReady():
+        if (vm.stopped or vm.trapped is not None) and not vm.ensureReady():
             if vm.inBackoff():
                 self._fail(member, phase, "filter in backoff after repeated traps", trapped=False,
                            status=503)
@@ -570,8 +578,7 @@ class ChainRun:
     async def _responseHeaders(self) -> None:
         self.phase = "response_headers"
         self._requestStopped = True
-        endOfStream = 1 if any(name == b"content-length" and value.strip() == b"0"
-                               for name, value in self.exchange.responseHeaders) else 0
+        endOfStream = 1 if _declaresEmptyBody(self.exchange.responseHeaders) else 0
         for member in self.members:
             if self._failed or self._finished:
                 return
@@ -653,7 +660,7 @@ class ChainRun:
             if vm.stopped or vm.trapped is not None or context.generation != vm.generation:
                 vm.forgetStream(context)
                 continue
-            vm.runWhenIdle(lambda member=member, context=context: self._finishMember(member, context))
+            vm.runWhenIdle(partial(self._finishMember, member, context))
 
     def _finishMember(self, member: _Member, context) -> None:
         vm = member.vm

@@ -258,9 +258,12 @@ class StreamContext:
         (C{"lost"}): cancel pending calls and release a waiting step with
         C{reason}.
         """
-        for call in list(self.pendingCalls.values()):
-            call.cancel()
-        self.pendingCalls.clear()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.called:
-            waiter.callback(reason)
+        if self.pendingCalls:
+            for call in list(self.pendingCalls.values()):
+                call.cancel()
+            self.pendingCalls.clear()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.called:
+                waiter.callback(reason)

@@ -529,7 +529,7 @@ class ProxyWasmVM:
         """
         @return: whether the filter is in backoff after repeated traps.
         """
-        return self.environment.now() < self.backoffUntil
+        return self.backoffUntil > 0.0 and self.environment.now() < self.backoffUntil
 
     # Observation.
 
