@@ -41,6 +41,8 @@ I64 = "i64"
 log = Logger(namespace="twistgate.proxywasm.hostcalls")
 
 _PROPERTY_NAMES_KEPT = 256
+_OK = Status.OK
+_U32_MASK = 0xFFFFFFFF  # what u32 does, without a call
 _STREAM_MAPS = {int(kind): kind for kind in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS,
                                              MapType.HTTP_RESPONSE_HEADERS, MapType.HTTP_RESPONSE_TRAILERS)}
 
@@ -163,7 +165,7 @@ class Hostcalls:
     # Memory helpers.
 
     def _read(self, pointer: int, size: int) -> bytes:
-        return self.vm.memory.readBytes(u32(pointer), u32(size))
+        return self.vm.memory.readBytes(pointer & _U32_MASK, size & _U32_MASK)
 
     def _checkSlot(self, pointer: int, size: int) -> None:
         checkBounds(u32(pointer), size, self.vm.memory.size())
@@ -389,7 +391,7 @@ class Hostcalls:
         return self._output(value, valuePointer, valueSizePointer)
 
     def _mapWrite(self, status, call, mapType) -> int:
-        if status != Status.OK:
+        if status != _OK:
             self.vm.logHost("warn", "{} on map {} refused: invalid name, value or read-only map".format(
                 call, mapType))
         return status

@@ -17,20 +17,23 @@ Pairs = List[Tuple[bytes, bytes]]
 
 _TOKEN = re.compile(rb"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\r\n\0]")
+_isToken = _TOKEN.match
+_findBadByte = _BAD_VALUE.search
+_OK = Status.OK
 
 
 def validName(name: bytes) -> bool:
     """
     @return: whether C{name} is an HTTP token (RFC 9110 field name).
     """
-    return _TOKEN.match(name) is not None
+    return _isToken(name) is not None
 
 
 def validValue(value: bytes) -> bool:
     """
     @return: whether C{value} can be sent as a field value (no CR, LF, NUL).
     """
-    return _BAD_VALUE.search(value) is None
+    return _findBadByte(value) is None
 
 
 class HeaderMap:
@@ -111,6 +114,22 @@ class HeaderMap:
             return Status.OK if name in self.pseudoNames else Status.BAD_ARGUMENT
         return Status.OK if validName(name) else Status.BAD_ARGUMENT
 
+    def _settable(self, name: bytes, value: bytes) -> bool:
+        """
+        @return: whether C{name} (lower-case) may be set to C{value} as a
+            real header: the common case of a write, checked at once.
+        """
+        return self.writable and _isToken(name) is not None and _findBadByte(value) is None
+
+    def _setPseudoChecked(self, name: bytes, value: bytes) -> int:
+        """
+        A write that is not L{_settable}: set a pseudo-header, or refuse.
+        """
+        status = self._check(name, value)
+        if status != Status.OK:
+            return status
+        return self.setPseudo(name, value)
+
     def add(self, name: bytes, value: bytes) -> int:
         """
         Append a header (a pseudo-header is set instead).
@@ -118,13 +137,10 @@ class HeaderMap:
         @return: a L{Status}.
         """
         name = name.lower()
-        status = self._check(name, value)
-        if status != Status.OK:
-            return status
-        if name.startswith(b":"):
-            return self.setPseudo(name, value)
+        if not self._settable(name, value):
+            return self._setPseudoChecked(name, value)
         self.realPairs().append((name, value))
-        return Status.OK
+        return _OK
 
     def replace(self, name: bytes, value: bytes) -> int:
         """
@@ -133,11 +149,8 @@ class HeaderMap:
         @return: a L{Status}.
         """
         name = name.lower()
-        status = self._check(name, value)
-        if status != Status.OK:
-            return status
-        if name.startswith(b":"):
-            return self.setPseudo(name, value)
+        if not self._settable(name, value):
+            return self._setPseudoChecked(name, value)
         pairs = self.realPairs()
         replaced = []
         done = False
