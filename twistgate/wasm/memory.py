@@ -53,10 +53,16 @@ class GuestMemory:
     fine; every access is bounds-checked by the instance.
 
     @ivar instance: the L{twistgate.wasm.interfaces.IWasmInstance}.
+    @ivar readBytes: C{readBytes(offset, length)} returns the C{length}
+        bytes at C{offset} (the instance's C{readMemory} itself).
+    @ivar writeBytes: C{writeBytes(offset, data)} writes C{data} at
+        C{offset} (the instance's C{writeMemory} itself).
     """
 
     def __init__(self, instance) -> None:
         self.instance = instance
+        self.readBytes = instance.readMemory
+        self.writeBytes = instance.writeMemory
 
     def size(self) -> int:
         """
@@ -64,27 +70,12 @@ class GuestMemory:
         """
         return self.instance.memorySize()
 
-    def readBytes(self, offset: int, length: int) -> bytes:
-        """
-        @return: C{length} bytes at C{offset}.
-        @raise GuestMemoryError: if the range is out of bounds.
-        """
-        return self.instance.readMemory(offset, length)
-
-    def writeBytes(self, offset: int, data: bytes) -> None:
-        """
-        Write C{data} at C{offset}.
-
-        @raise GuestMemoryError: if the range is out of bounds.
-        """
-        self.instance.writeMemory(offset, data)
-
     def readU32(self, offset: int) -> int:
         """
         @return: the unsigned 32-bit little-endian value at C{offset}.
         @raise GuestMemoryError: if the range is out of bounds.
         """
-        return _U32.unpack(self.instance.readMemory(offset, 4))[0]
+        return _U32.unpack(self.readBytes(offset, 4))[0]
 
     def writeU32(self, offset: int, value: int) -> None:
         """
@@ -92,14 +83,14 @@ class GuestMemory:
 
         @raise GuestMemoryError: if the range is out of bounds.
         """
-        self.instance.writeMemory(offset, _U32.pack(value & 0xFFFFFFFF))
+        self.writeBytes(offset, _U32.pack(value & 0xFFFFFFFF))
 
     def readU64(self, offset: int) -> int:
         """
         @return: the unsigned 64-bit little-endian value at C{offset}.
         @raise GuestMemoryError: if the range is out of bounds.
         """
-        return _U64.unpack(self.instance.readMemory(offset, 8))[0]
+        return _U64.unpack(self.readBytes(offset, 8))[0]
 
     def writeU64(self, offset: int, value: int) -> None:
         """
@@ -107,4 +98,4 @@ class GuestMemory:
 
         @raise GuestMemoryError: if the range is out of bounds.
         """
-        self.instance.writeMemory(offset, _U64.pack(value & 0xFFFFFFFFFFFFFFFF))
+        self.writeBytes(offset, _U64.pack(value & 0xFFFFFFFFFFFFFFFF))

@@ -362,6 +362,10 @@ class WasmtimeInstance:
         self._nativeContext = _VOIDP(self._context)
         self._nativeMemory = _VOIDP(self._memoryAddress)
         self._window = MemoryWindow(self._openMemoryView)
+        # readMemory and writeMemory are the window's own methods: one
+        # Python call less per access.
+        self.readMemory = self._window.read
+        self.writeMemory = self._window.write
         self._callables: Dict[str, Callable[..., Optional[int]]] = {}
 
     def _defineHostFunction(self, hostFunction: HostFunction) -> wasmtime.Func:
@@ -515,9 +519,3 @@ class WasmtimeInstance:
             return memoryview(bytearray())
         base = _memoryData(self._context, self._memoryAddress)
         return memoryview((ctypes.c_char * size).from_address(base)).cast("B")
-
-    def readMemory(self, offset, length):
-        return self._window.read(offset, length)
-
-    def writeMemory(self, offset, data):
-        self._window.write(offset, data)
