@@ -9,9 +9,10 @@ costs an order of magnitude more per call.
 
 CPU deadlines use epoch interruption: one daemon thread per engine advances
 the epoch every L{EPOCH_INTERVAL} seconds, and each outermost guest call sets
-its store's deadline before entering the guest. Calls a host function makes
-back into the guest run under the outer call's deadline, so a guest looping
-over host calls is stopped too. The memory cap is the store's
+its store's deadline before entering the guest, unless it was set at the
+same epoch (the ticker's count tells; the deadline has a tick to spare for
+that). Calls a host function makes back into the guest run under the outer
+call's deadline, so a guest looping over host calls is stopped too. The memory cap is the store's
 limiter, so C{memory.grow} past it returns -1.
 """
 
@@ -204,6 +205,9 @@ def _address(pointer) -> int:
 class _EpochTicker:
     """
     Advances an engine's epoch from a daemon thread, started on first use.
+
+    @ivar epoch: the ticks made so far, counted just before the engine's
+        epoch advances: the engine's epoch is this or one less.
     """
 
     def __init__(self, engine: wasmtime.Engine, interval: float) -> None:
@@ -211,12 +215,15 @@ class _EpochTicker:
         self._interval = interval
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
+        self.epoch = 0
 
     def ticksFor(self, seconds: float) -> int:
         """
-        @return: the epoch deadline that leaves a call at least C{seconds}.
+        @return: the epoch deadline that leaves a call at least C{seconds},
+            even when it was set at an earlier call of the same L{epoch} (a
+            tick may have been under way then).
         """
-        return max(1, math.ceil(seconds / self._interval)) + 1
+        return max(1, math.ceil(seconds / self._interval)) + 2
 
     def ensureRunning(self) -> None:
         with self._lock:
@@ -229,6 +236,7 @@ class _EpochTicker:
     def _run(self) -> None:
         while True:
             time.sleep(self._interval)
+            self.epoch += 1
             self._engine.increment_epoch()
 
 
@@ -333,6 +341,8 @@ class WasmtimeInstance:
         self._store = wasmtime.Store(runtime.engine)
         self._context = _address(self._store._context())
         self._store.set_limits(memory_size=limits.maxMemoryBytes)
+        self._ticker = runtime.ticker
+        self._deadlineEpoch: Optional[int] = None
         if limits.callDeadline is None:
             self._deadlineTicks = 0
             self._store.set_epoch_deadline(_NO_DEADLINE_TICKS)
@@ -422,9 +432,11 @@ class WasmtimeInstance:
 
     def _raiseFailure(self, error: Optional[int], trapHolder: _VOIDP) -> None:
         """
-        Raise the L{WasmTrap} for a guest call that ended abnormally.
+        Raise the L{WasmTrap} for a guest call that ended abnormally; the
+        next call sets the deadline afresh.
         """
         failure, self._pendingFailure = self._pendingFailure, None
+        self._deadlineEpoch = None
         code = None
         if trapHolder.value:
             trap = wasmtime.Trap._from_ptr(
@@ -481,6 +493,7 @@ class WasmtimeInstance:
         trapHolder = _VOIDP()
         trapAddress = _VOIDP(ctypes.addressof(trapHolder))
         ticks = ctypes.c_uint64(self._deadlineTicks) if self._deadlineTicks else None
+        ticker = self._ticker
         hasResult = bool(sig.results)
         raiseFailure = self._raiseFailure
         instance = self
@@ -492,7 +505,10 @@ class WasmtimeInstance:
                 _setArguments(view, fields, args)
             depth = instance._guestDepth
             if ticks is not None and not depth:
-                _setEpochDeadline(context, ticks)
+                epoch = ticker.epoch
+                if epoch != instance._deadlineEpoch:
+                    instance._deadlineEpoch = epoch
+                    _setEpochDeadline(context, ticks)
             instance._guestDepth = depth + 1
             error = _callUnchecked(context, funcAddress, viewAddress, slotCount, trapAddress)
             instance._guestDepth = depth
