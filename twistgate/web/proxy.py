@@ -997,7 +997,7 @@ class _ProxiedRequest:
 
         @return: what C{callback} returned, or a Deferred of it.
         """
-        if step.called and not step.paused and not step.callbacks and not isinstance(step.result, Failure):
+        if step.called and not step.paused and not isinstance(step.result, Failure):
             try:
                 return callback(step.result, *args)
             except Exception:
