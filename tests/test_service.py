@@ -2,6 +2,8 @@
 Tests for L{twistgate.service.GatewayService} on a L{MemoryReactorClock}.
 """
 
+import gc
+
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -189,3 +191,57 @@ class GatewayServiceTests(SynchronousTestCase):
         self.assertFalse(gateway.running)
         gateway.state.release(running)
         self.assertFalse(gateway.echoListeners.running)
+
+
+class HeapFreezingTests(SynchronousTestCase):
+    """
+    A gateway that freezes its heap does so once started, thaws it while a
+    replaced configuration is alive, and freezes again once it drained.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        path = self.mktemp()
+        with open(path, "w") as configFile:
+            configFile.write(WITH_CHAIN)
+        settings = GatewaySettings(configPath=path, proxyListen=("tcp:18000",), adminListen=(), echoListen=())
+        self.gateway = GatewayService(settings, self.reactor, planBuilder=_Plan, freezeHeap=True,
+                                      filters={"f": FilterFile("f", "f.wasm", "0", 0, None, ())})
+        self.addCleanup(gc.unfreeze)
+
+    def test_frozenOnceStarted(self):
+        self.assertEqual(gc.get_freeze_count(), 0)
+        self.gateway.startService()
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.successResultOf(self.gateway.stopService())
+        self.assertEqual(gc.get_freeze_count(), 0)
+
+    def test_thawedUntilTheReplacedConfigurationDrained(self):
+        """
+        The replaced configuration stays collectable while a request still
+        uses it; the heap is frozen again once it ended.
+        """
+        self.gateway.startService()
+        old = self.gateway.state.acquire()
+        self.gateway.reloadText(WITH_CHAIN.replace('["/"]', '["/v2"]'))
+        self.assertEqual(gc.get_freeze_count(), 0)
+        self.reactor.advance(5)
+        self.assertEqual(gc.get_freeze_count(), 0)
+        self.gateway.state.release(old)
+        self.reactor.advance(1)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.successResultOf(self.gateway.stopService())
+
+    def test_offByDefault(self):
+        """
+        A gateway sharing its process (the tests, an embedding program)
+        leaves the collector alone.
+        """
+        path = self.mktemp()
+        with open(path, "w") as configFile:
+            configFile.write(CONFIG)
+        gateway = GatewayService(GatewaySettings(configPath=path, proxyListen=(), adminListen=(), echoListen=()),
+                                 self.reactor)
+        gateway.startService()
+        self.assertEqual(gc.get_freeze_count(), 0)
+        self.successResultOf(gateway.stopService())

@@ -22,6 +22,7 @@ from twistgate.config.model import GatewayConfig
 from twistgate.gateway.router import Router
 from twistgate.gateway.state import GatewayState, Generation
 from twistgate.gateway.upstream import UpstreamClient
+from twistgate.heap import HeapFreezer
 from twistgate.web.admin import AdminResource
 from twistgate.web.echo import EchoResource
 from twistgate.web.proxy import GatewaySite, ProxyResource
@@ -104,7 +105,7 @@ class GatewayService(MultiService):
     def __init__(self, settings: GatewaySettings, reactor, planBuilder: Optional[PlanBuilder] = None,
                  filters: Optional[Dict[str, FilterFile]] = None, handleSignals: bool = False,
                  metrics=None, accessLog=None, environ: Mapping[str, str] = os.environ,
-                 live=None) -> None:
+                 live=None, freezeHeap: bool = False) -> None:
         """
         @param reactor: the reactor to listen and time with.
         @param planBuilder: builds the filter chain plan of a configuration
@@ -120,6 +121,9 @@ class GatewayService(MultiService):
         @param environ: the environment (tells whether this is a worker).
         @param live: the L{twistgate.proxywasm.vm.LiveCounts} of the
             filters' VMs (shown by C{GET /status}), or L{None}.
+        @param freezeHeap: keep the steady heap out of the cyclic
+            collector's full collections once started (L{HeapFreezer}); for
+            a gateway process, not for one sharing its process with others.
         @raise ConfigError: the configuration file is invalid.
         """
         super().__init__()
@@ -131,6 +135,7 @@ class GatewayService(MultiService):
         self._previousHandlers: Dict[int, object] = {}
         self._closers: List[Callable[[], object]] = []
         self._retired: List[Generation] = []
+        self.heap = HeapFreezer(reactor, lambda: self.liveGenerations() == 1) if freezeHeap else None
         self.live = live
         self.filters = filters if filters is not None else discoverInstalledFilters(settings)
         self.upstream = UpstreamClient(reactor)
@@ -201,6 +206,8 @@ class GatewayService(MultiService):
         """
         self._retired.append(self.state.swap(generation))
         self.liveGenerations()
+        if self.heap is not None:
+            self.heap.thaw()
 
     def liveGenerations(self) -> int:
         """
@@ -265,6 +272,8 @@ class GatewayService(MultiService):
                 self._previousHandlers[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, self._sigusr2)
                 if postedConfigActive(self._environ):
                     self._loadShared()
+        if self.heap is not None:
+            self.heap.freeze()
 
     def _sighup(self, signum, frame) -> None:
         self._reactor.callFromThread(self.reloadFile)
@@ -282,6 +291,8 @@ class GatewayService(MultiService):
         for signum, handler in self._previousHandlers.items():
             signal.signal(signum, handler)
         self._previousHandlers = {}
+        if self.heap is not None:
+            self.heap.stop()
         yield super().stopService()
         self.proxySite.closeIdleConnections()
         inFlight = self.state.inFlight

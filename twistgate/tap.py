@@ -388,7 +388,7 @@ def _gateway(options: Options, settings, reactor):
                                        cacheDirectory=options["cache-directory"],
                                        logLevel=options["filter-log-level"], live=live)
     gateway = GatewayService(settings, reactor, planBuilder=planBuilder, filters=filters, handleSignals=True,
-                             metrics=metrics, accessLog=accessLog, live=live)
+                             metrics=metrics, accessLog=accessLog, live=live, freezeHeap=True)
     for store in (sharedData, sharedQueues):
         if hasattr(store, "close"):
             gateway.addCloser(store.close)
