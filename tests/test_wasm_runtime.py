@@ -191,6 +191,21 @@ class RuntimeConformanceMixin:
         self.assertEqual(instance.readMemory(3 * PAGE - 4, 4), b"\x07\0\0\0")
         self.assertEqual(instance.readMemory(8, 4), b"kept")
 
+    def test_checkRangeAfterGrow(self):
+        """
+        L{GuestMemory.checkRange} refuses a range past the end, and accepts
+        it once the guest grew its memory over it.
+        """
+        instance = self.instantiate()
+        memory = GuestMemory(instance)
+        memory.checkRange(PAGE - 4, 4)
+        error = self.assertRaises(GuestMemoryError, memory.checkRange, 2 * PAGE, 4)
+        self.assertIn("offset 0x20000 length 4 (memory size 65536)", str(error))
+        self.assertRaises(GuestMemoryError, memory.checkRange, -1, 4)
+        instance.call("grow", 2)
+        memory.checkRange(2 * PAGE, 4)
+        self.assertRaises(GuestMemoryError, memory.checkRange, 3 * PAGE - 2, 4)
+
     def test_guestMemoryTypedAccess(self):
         """
         L{GuestMemory} reads and writes little-endian u32 and u64 values at

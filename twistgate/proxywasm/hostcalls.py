@@ -33,7 +33,7 @@ from twistgate.proxywasm.maps import HeaderMap, ReadOnlyHeaderMap, validName, va
 from twistgate.proxywasm.pairs import PairsError, decodePairs, decodePath, encodePairs
 from twistgate.proxywasm.properties import getProperty, propertyName, setProperty
 from twistgate.wasm.interfaces import FuncSig, GuestMemoryError, HostFunction, WasmTrap
-from twistgate.wasm.memory import checkBounds, u32, u64
+from twistgate.wasm.memory import u32, u64
 
 I32 = "i32"
 I64 = "i64"
@@ -168,7 +168,7 @@ class Hostcalls:
         return self.vm.memory.readBytes(pointer & _U32_MASK, size & _U32_MASK)
 
     def _checkSlot(self, pointer: int, size: int) -> None:
-        checkBounds(u32(pointer), size, self.vm.memory.size())
+        self.vm.memory.checkRange(pointer & _U32_MASK, size)
 
     def _writeU32(self, pointer: int, value: int) -> None:
         self.vm.memory.writeU32(u32(pointer), value)
@@ -181,9 +181,9 @@ class Hostcalls:
         Hand C{data} to the guest: allocate, copy, and store the address and
         size at the two output pointers.
         """
-        size = self.vm.memory.size()
-        checkBounds(u32(dataPointer), 4, size)
-        checkBounds(u32(sizePointer), 4, size)
+        checkRange = self.vm.memory.checkRange
+        checkRange(dataPointer & _U32_MASK, 4)
+        checkRange(sizePointer & _U32_MASK, 4)
         if not data:
             self._writeU32(dataPointer, 0)
             self._writeU32(sizePointer, 0)

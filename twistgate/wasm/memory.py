@@ -63,12 +63,25 @@ class GuestMemory:
         self.instance = instance
         self.readBytes = instance.readMemory
         self.writeBytes = instance.writeMemory
+        self._knownSize = 0
 
     def size(self) -> int:
         """
         @return: the memory's current size in bytes.
         """
         return self.instance.memorySize()
+
+    def checkRange(self, offset: int, length: int) -> None:
+        """
+        Check that C{length} bytes at C{offset} lie inside the memory. A
+        linear memory never shrinks, so a range inside the size seen last is
+        inside without asking the runtime again.
+
+        @raise GuestMemoryError: if they do not.
+        """
+        if offset < 0 or length < 0 or offset + length > self._knownSize:
+            self._knownSize = self.instance.memorySize()
+            checkBounds(offset, length, self._knownSize)
 
     def readU32(self, offset: int) -> int:
         """
