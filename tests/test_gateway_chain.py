@@ -326,6 +326,99 @@ class GuestIsolationMixin(RuntimeMixin):
 bothRuntimes(GuestIsolationMixin, globals())
 
 
+class StepMixin(RuntimeMixin):
+    """
+    When a step ends: at once when no filter pauses and no instance is
+    busy, else after the guest call in progress returns.
+    """
+
+    STEPS = ("request_headers log info step:headers; response_headers log info step:response;"
+             " response_body log info step:body; done log info step:done; log log info step:log;"
+             " delete log info step:delete")
+
+    def steps(self, logs):
+        return [m.split("step:")[1] for m in logs.messages("twistgate.filter.") if "step:" in m]
+
+    def whileLogging(self, text, work):
+        """
+        Call C{work()} once, from within the guest call that logs C{text}
+        (its instance is then busy).
+        """
+        from twisted.logger import globalLogPublisher
+
+        called = []
+
+        def observe(event):
+            if not called and text in event.get("text", ""):
+                called.append(True)
+                work()
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def test_stepsEndAtOnce(self):
+        """
+        Each step of filters that neither pause nor wait has ended when it
+        returns; C{finish} has run C{on_done}, C{on_log} and C{on_delete}
+        when it returns.
+        """
+        from tests.proxywasm_harness import LogCapture
+        logs = LogCapture(self)
+        harness = self.harness(routeConfig(hostcalls(self.STEPS)))
+        exchange, _ = harness.exchange()
+        run = harness.plan.chainFor(exchange)
+        self.assertIsNone(self.successResultOf(run.requestHeaders()))
+        exchange.responseStatus, exchange.responseHeaders = 200, [(b"content-length", b"2")]
+        self.assertIsNone(self.successResultOf(run.responseHeaders()))
+        self.assertEqual(self.successResultOf(run.responseBody(b"ok", True)), b"ok")
+        run.finish()
+        self.assertEqual(self.steps(logs), ["headers", "response", "body", "done", "log", "delete"])
+
+    def test_busyInstanceDelaysStep(self):
+        """
+        A step reaching an instance busy with another request's guest call
+        goes on once that call returns.
+        """
+        from tests.proxywasm_harness import LogCapture
+        logs = LogCapture(self)
+        harness = self.harness(routeConfig(hostcalls("request_headers log info step:headers")))
+        first = harness.plan.chainFor(harness.exchange()[0])
+        second = harness.plan.chainFor(harness.exchange()[0])
+        harness.runs.extend([first, second])
+        started = []
+        self.whileLogging("step:headers", lambda: started.append(second.requestHeaders()))
+        self.successResultOf(first.requestHeaders())
+        [step] = started
+        self.assertIsNone(self.successResultOf(step))
+        self.assertEqual(self.steps(logs), ["headers", "headers"])
+        self.assertIsNot(second.members[0].context, first.members[0].context)
+
+    def test_finishDuringGuestCall(self):
+        """
+        C{finish} called while the instance runs a guest call ends the
+        request's contexts once that call returns.
+        """
+        from tests.proxywasm_harness import LogCapture
+        logs = LogCapture(self)
+        harness = self.harness(routeConfig(hostcalls(
+            "request_headers log info step:headers; request_headers log info step:after;"
+            " done log info step:done; delete log info step:delete")))
+        first = harness.plan.chainFor(harness.exchange()[0])
+        second = harness.plan.chainFor(harness.exchange()[0])
+        harness.runs.append(first)
+        self.successResultOf(second.requestHeaders())
+        del logs.events[:]
+        seen = []
+        self.whileLogging("step:headers", lambda: (second.finish(), seen.extend(self.steps(logs))))
+        self.successResultOf(first.requestHeaders())
+        self.assertEqual(seen, ["headers"])
+        self.assertEqual(self.steps(logs), ["headers", "after", "done", "delete"])
+        self.assertIsNone(second.members[0].context)
+
+
+bothRuntimes(StepMixin, globals())
+
+
 class ReleaseMixin(RuntimeMixin):
     """
     Instances are released, so that they are collected (on wasmer, whose

@@ -283,6 +283,8 @@ class _Member:
     One filter of one request.
     """
 
+    __slots__ = ("slot", "vm", "context", "active", "buffer", "overflowed")
+
     def __init__(self, slot: FilterSlot) -> None:
         self.slot = slot
         self.vm = slot.vm
@@ -298,6 +300,48 @@ class _Member:
     @property
     def failOpen(self) -> bool:
         return self.slot.entry.failurePolicy == "fail_open"
+
+
+class _Waiting:
+    """
+    A step that has to wait: once C{until} fires, C{goOn()} runs the rest of
+    it and returns the step's result or the next L{_Waiting}.
+    """
+
+    __slots__ = ("until", "goOn")
+
+    def __init__(self, until: Deferred, goOn) -> None:
+        self.until = until
+        self.goOn = goOn
+
+
+async def _waitThrough(waiting: _Waiting):
+    """
+    Run the rest of a step that has to wait, as often as it has to.
+
+    @return: the step's result.
+    """
+    while True:
+        await waiting.until
+        result = waiting.goOn()
+        if result.__class__ is not _Waiting:
+            return result
+        waiting = result
+
+
+def _step(walk, *args) -> Deferred:
+    """
+    Run a step, C{walk(*args)}: synchronously to its end unless a filter
+    pauses or its instance is busy (it then returns a L{_Waiting}); only
+    then does the rest run as a Deferred.
+    """
+    try:
+        result = walk(*args)
+    except BaseException:
+        return fail()
+    if result.__class__ is _Waiting:
+        return Deferred.fromCoroutine(_waitThrough(result))
+    return succeed(result)
 
 
 def _expectsNoBody(headers) -> bool:
@@ -316,26 +360,39 @@ def _declaresEmptyBody(headers) -> bool:
     return False
 
 
+_CONTINUE = int(Action.CONTINUE)
+_PAUSE = int(Action.PAUSE)
+
+
 @implementer(IChainRun)
 class ChainRun:
     """
     The filters of one request; see C{IChainRun}.
+
+    Each step walks the members synchronously; only where it has to wait
+    (an instance busy with another guest call, a filter that paused) does
+    its walk return a L{_Waiting} and the rest run as a Deferred.
     """
+
+    phase = "created"
+    _requestStopped = False
+    _failed = False
+    _finished = False
+    _bodySeen = False
+    _bodyEdits: Optional[List[Tuple[int, int, bytes]]] = None
+    _requestEndOfStream = 0
 
     def __init__(self, plan: ChainPlan, exchange, combined: CombinedChain) -> None:
         self.exchange = exchange
         self.plan = plan
-        self.settings = plan.settings
         self.combined = combined
         self.members = [_Member(slot) for slot in combined.slots]
         self.wantsRequestBody = combined.wantsRequestBody
         self.rewritesResponseBody = combined.rewritesResponseBody
-        self.phase = "created"
-        self._requestStopped = False
-        self._failed = False
-        self._finished = False
-        self._bodySeen = False
-        self._bodyEdits: List[Tuple[int, int, bytes]] = []
+
+    @property
+    def settings(self) -> ChainSettings:
+        return self.plan.settings
 
     # What stream contexts tell the run.
 
@@ -361,6 +418,8 @@ class ChainRun:
         """
         Record a change to the request body, applied when it is read.
         """
+        if self._bodyEdits is None:
+            self._bodyEdits = []
         self._bodyEdits.append((start, size, data))
 
     def closeStream(self, context, kind) -> None:
@@ -424,14 +483,15 @@ class ChainRun:
 
     # Calling one filter.
 
-    def _call(self, member: _Member, phase: str, name: str, *args: int) -> Optional[int]:
+    def _liveContext(self, member: _Member, phase: str):
         """
-        Call one filter's callback (creating its stream context first if
-        needed) once its instance is idle (see L{_whenIdle}).
+        Make the member's stream context usable: replace a trapped instance
+        (failing the member when that cannot be done), create the context
+        (C{on_context_create}) when it has none or a stale one.
+
+        @return: the context, or L{None} when the member failed.
         """
         vm = member.vm
-        if not member.active or self._finished:
-            return None
         if (vm.stopped or vm.trapped is not None) and not vm.ensureReady():
             if vm.inBackoff():
                 self._fail(member, phase, "filter in backoff after repeated traps", trapped=False,
@@ -443,41 +503,66 @@ class ChainRun:
         context = member.context
         if context is None or context.deleted or context.generation != vm.generation:
             try:
-                member.context = vm.createStream(member.slot.root, self.exchange, self)
+                member.context = context = vm.createStream(member.slot.root, self.exchange, self)
             except WasmTrap as trap:
                 member.context = None
                 self._fail(member, "on_context_create", trap.message, trapped=True)
                 return None
-            if name == "proxy_on_context_create":
-                return None
-            args = (member.context.contextId,) + args[1:]
-        elif name == "proxy_on_context_create":
+        return context
+
+    def _call(self, member: _Member, phase: str, name: str, size: int, endOfStream: int) -> Optional[int]:
+        """
+        Call one filter's callback C{name(contextId, size, endOfStream)},
+        with a usable stream context (see L{_liveContext}); its instance
+        must be idle.
+
+        @return: the callback's result, or L{None} when the member did not
+            run or failed.
+        """
+        if not member.active or self._finished:
             return None
-        member.context.resumeRequested = False
+        vm = member.vm
+        context = member.context
+        if (vm.stopped or vm.trapped is not None or context is None or context.deleted
+                or context.generation != vm.generation):
+            context = self._liveContext(member, phase)
+            if context is None:
+                return None
+        context.resumeRequested = False
         try:
-            return vm.callWithContext(member.context, name, *args)
+            return vm.callWithContext(context, name, context.contextId, size, endOfStream)
         except WasmTrap as trap:
             self._fail(member, phase, trap.message, trapped=True)
             return None
 
-    async def _pause(self, member: _Member, phase: str) -> None:
+    def _pause(self, member: _Member, phase: str) -> Optional[Deferred]:
+        """
+        A filter returned PAUSE.
+
+        @return: L{None} when the step goes on at once (the filter already
+            asked to resume, or a pause that cannot end is ignored), else a
+            Deferred firing when it may go on (resumed, timed out, or the
+            instance was lost).
+        """
         context = member.context
         if context is None:
-            return
+            return None
         if phase == "on_response_headers" and not context.pendingCalls and not context.resumeRequested:
             self._logRequest("warn", member, "returned PAUSE from on_response_headers without a local"
                              " response or a pending HTTP call; continuing")
-            return
+            return None
         waiter = context.waitForResume()
         if waiter.called:
-            await waiter
-            return
+            return None
+        return Deferred.fromCoroutine(self._awaitResume(member, phase, context, waiter))
 
+    async def _awaitResume(self, member: _Member, phase: str, context, waiter: Deferred) -> None:
         def expire():
             if not waiter.called:
                 waiter.callback("timeout")
 
-        timer = self.plan.reactor.callLater(self.settings.pauseTimeout, expire)
+        settings = self.plan.settings
+        timer = self.plan.reactor.callLater(settings.pauseTimeout, expire)
         try:
             outcome = await waiter
         finally:
@@ -486,144 +571,183 @@ class ChainRun:
         if outcome == "timeout":
             self._fail(member, phase, "paused and did not resume within {:g} s ({} pending HTTP"
                        " calls, no proxy_continue_stream)".format(
-                           self.settings.pauseTimeout, len(context.pendingCalls)), trapped=False)
+                           settings.pauseTimeout, len(context.pendingCalls)), trapped=False)
         elif outcome == "lost":
             self._fail(member, phase, "its instance was replaced while the request was paused",
                        trapped=True)
 
+    def _afterPause(self, walk, index: int, *args):
+        """
+        Go on with C{walk(index, *args)} after a pause, unless a filter
+        answered the request meanwhile.
+        """
+        if self.exchange.localResponse is not None:
+            self._requestStopped = True
+            return None
+        return walk(index, *args)
+
     # The steps.
 
-    @staticmethod
-    def _run(coroutine) -> Deferred:
-        """
-        Run a step: synchronously to its end unless a filter pauses or its
-        instance is busy; only then does the rest run as a Deferred.
-        """
-        try:
-            coroutine.send(None)
-        except StopIteration as done:
-            return succeed(done.value)
-        except BaseException:
-            return fail()
-        return Deferred.fromCoroutine(coroutine)
-
-    def _checkBackoff(self) -> None:
+    def requestHeaders(self) -> Deferred:
+        self.phase = "request"
         for member in self.members:
-            if member.active and member.vm.inBackoff():
+            vm = member.vm
+            if vm.backoffUntil and member.active and vm.inBackoff():
                 self._fail(member, "on_request_headers", "filter in backoff after repeated traps",
                            trapped=False, status=503)
+        return _step(self._createContextsFrom, 0)
 
-    async def _requestStep(self, phase: str, name: str, argsFor) -> None:
-        for member in self.members:
+    def _createContextsFrom(self, index: int):
+        """
+        Create the stream contexts of the members from C{index} on, then
+        run C{on_request_headers}.
+        """
+        members = self.members
+        while index < len(members):
+            if self._failed or self._finished:
+                return None
+            member = members[index]
+            if member.active:
+                if member.vm.depth:
+                    return _Waiting(member.vm.whenIdle(), partial(self._createContextsFrom, index))
+                self._liveContext(member, "on_context_create")
+            index += 1
+        self._requestEndOfStream = 1 if _expectsNoBody(self.exchange.requestHeaders) else 0
+        return self._requestFrom(0, False)
+
+    def _requestFrom(self, index: int, body: bool):
+        """
+        Run C{on_request_headers}, or C{on_request_body} if C{body}, for
+        the members from C{index} on.
+        """
+        if body:
+            phase, name, endOfStream = "on_request_body", "proxy_on_request_body", 1
+        else:
+            phase, name, endOfStream = "on_request_headers", "proxy_on_request_headers", self._requestEndOfStream
+        members = self.members
+        exchange = self.exchange
+        while index < len(members):
             if self._requestStopped or self._finished:
-                return
+                return None
+            member = members[index]
             if not member.active:
+                index += 1
                 continue
-            if member.vm.busy:
-                await member.vm.whenIdle()
-            action = self._call(member, phase, name, *argsFor(member))
-            if self.exchange.localResponse is not None:
+            if member.vm.depth:
+                return _Waiting(member.vm.whenIdle(), partial(self._requestFrom, index, body))
+            index += 1
+            size = len(exchange.requestBody or b"") if body else len(exchange.requestHeaders)
+            action = self._call(member, phase, name, size, endOfStream)
+            if exchange.localResponse is not None:
                 self._requestStopped = True
-                return
-            if action == Action.PAUSE and member.active:
-                await self._pause(member, phase)
-                if self.exchange.localResponse is not None:
+                return None
+            if action == _PAUSE:
+                if not member.active:
+                    continue
+                pausing = self._pause(member, phase)
+                if pausing is not None:
+                    return _Waiting(pausing, partial(self._afterPause, self._requestFrom, index, body))
+                if exchange.localResponse is not None:
                     self._requestStopped = True
-                    return
-            elif action not in (None, Action.CONTINUE, Action.PAUSE):
+                    return None
+            elif action is not None and action != _CONTINUE:
                 self._logRequest("warn", member, "returned unknown action {} from {}; continuing".format(
                     action, phase))
-
-    def requestHeaders(self) -> Deferred:
-        return self._run(self._requestHeaders())
-
-    async def _requestHeaders(self) -> None:
-        self.phase = "request"
-        self._checkBackoff()
-        for member in self.members:
-            if self._failed or self._finished:
-                return
-            if member.active:
-                if member.vm.busy:
-                    await member.vm.whenIdle()
-                self._call(member, "on_context_create", "proxy_on_context_create", 0)
-        endOfStream = 1 if _expectsNoBody(self.exchange.requestHeaders) else 0
-        await self._requestStep(
-            "on_request_headers", "proxy_on_request_headers",
-            lambda m: (m.context.contextId if m.context else 0, len(self.exchange.requestHeaders),
-                       endOfStream))
+        return None
 
     def requestBody(self) -> Deferred:
-        return self._run(self._requestBody())
-
-    async def _requestBody(self) -> None:
         self.phase = "request"
         self._bodySeen = True
-        edits, self._bodyEdits = self._bodyEdits, []
-        for start, size, data in edits:
-            self.exchange.requestBody = spliceBody(self.exchange.requestBody or b"", start, size, data)
+        edits = self._bodyEdits
+        if edits:
+            self._bodyEdits = None
+            for start, size, data in edits:
+                self.exchange.requestBody = spliceBody(self.exchange.requestBody or b"", start, size, data)
         if not self.exchange.requestBody:
-            return
-        await self._requestStep(
-            "on_request_body", "proxy_on_request_body",
-            lambda m: (m.context.contextId if m.context else 0, len(self.exchange.requestBody or b""), 1))
+            return succeed(None)
+        return _step(self._requestFrom, 0, True)
 
     def responseHeaders(self) -> Deferred:
-        if not self.combined.handlesResponseHeaders:
-            self.phase = "response_headers"
-            self._requestStopped = True
-            return succeed(None)
-        return self._run(self._responseHeaders())
-
-    async def _responseHeaders(self) -> None:
         self.phase = "response_headers"
         self._requestStopped = True
-        endOfStream = 1 if _declaresEmptyBody(self.exchange.responseHeaders) else 0
-        for member in self.members:
+        if not self.combined.handlesResponseHeaders:
+            return succeed(None)
+        return _step(self._responseHeadersFrom, 0,
+                     1 if _declaresEmptyBody(self.exchange.responseHeaders) else 0)
+
+    def _responseHeadersFrom(self, index: int, endOfStream: int):
+        """
+        Run C{on_response_headers} for the members from C{index} on.
+        """
+        members = self.members
+        exchange = self.exchange
+        while index < len(members):
             if self._failed or self._finished:
-                return
+                return None
+            member = members[index]
             if not member.active or member.context is None:
+                index += 1
                 continue
-            if member.vm.busy:
-                await member.vm.whenIdle()
+            if member.vm.depth:
+                return _Waiting(member.vm.whenIdle(), partial(self._responseHeadersFrom, index, endOfStream))
+            index += 1
             action = self._call(member, "on_response_headers", "proxy_on_response_headers",
-                                member.context.contextId, len(self.exchange.responseHeaders),
-                                endOfStream)
-            if self.exchange.localResponse is not None:
-                return
-            if action == Action.PAUSE and member.active:
-                await self._pause(member, "on_response_headers")
-                if self.exchange.localResponse is not None:
-                    return
+                                len(exchange.responseHeaders), endOfStream)
+            if exchange.localResponse is not None:
+                return None
+            if action == _PAUSE and member.active:
+                pausing = self._pause(member, "on_response_headers")
+                if pausing is not None:
+                    return _Waiting(pausing, partial(self._afterPause, self._responseHeadersFrom, index,
+                                                     endOfStream))
+                if exchange.localResponse is not None:
+                    return None
+        return None
 
     def responseBody(self, chunk: bytes, endOfStream: bool) -> Deferred:
-        if not self.rewritesResponseBody:
-            self.phase = "response_body"
-            return succeed(chunk)
-        return self._run(self._responseBody(chunk, endOfStream))
-
-    async def _responseBody(self, chunk: bytes, endOfStream: bool) -> bytes:
         self.phase = "response_body"
-        data = chunk
-        for member in self.members:
+        if not self.rewritesResponseBody:
+            return succeed(chunk)
+        return _step(self._responseBodyFrom, 0, chunk, endOfStream)
+
+    def _responseBodyFrom(self, index: int, data: bytes, endOfStream: bool):
+        """
+        Pass a response body chunk through the members from C{index} on.
+
+        @return: the bytes to send downstream now.
+        """
+        members = self.members
+        while index < len(members):
             if self._failed or self._finished:
                 break
+            member = members[index]
             if not member.active or member.context is None:
+                index += 1
                 continue
-            passed = await self._bodyThrough(member, data, endOfStream)
-            if passed is None:
+            if member.vm.depth:
+                return _Waiting(member.vm.whenIdle(),
+                                partial(self._responseBodyFrom, index, data, endOfStream))
+            index += 1
+            data = self._bodyThrough(member, data, endOfStream)
+            if data is None:
                 return b""
-            data = passed
         return data
 
-    async def _bodyThrough(self, member: _Member, data: bytes, endOfStream: bool) -> Optional[bytes]:
+    def _bodyThrough(self, member: _Member, data: bytes, endOfStream: bool) -> Optional[bytes]:
+        """
+        Run one member's C{on_response_body} over its buffered body and
+        C{data}; its instance must be idle.
+
+        @return: what goes on to the next member, or L{None} while the
+            member buffers the body.
+        """
         if member.buffer is not None:
             body = member.buffer + data
         elif not data and not endOfStream:
             return data
         else:
             body = data
-        limit = self.settings.maxBufferedResponseBody
+        limit = self.plan.settings.maxBufferedResponseBody
         if member.buffer is not None and len(body) > limit and not member.overflowed:
             member.overflowed = True
             self._logRequest("error", member, "buffered more than {} bytes of response body"
@@ -631,16 +755,14 @@ class ChainRun:
         context = member.context
         context.responseBody = body
         context.responseBodySize += len(data)
-        if member.vm.busy:
-            await member.vm.whenIdle()
         action = self._call(member, "on_response_body", "proxy_on_response_body",
-                            context.contextId, len(body), 1 if endOfStream else 0)
+                            len(body), 1 if endOfStream else 0)
         result = context.responseBody if context.responseBody is not None else body
         context.responseBody = None
         if not member.active:
             member.buffer = None
             return result
-        if action == Action.PAUSE and not endOfStream and not member.overflowed:
+        if action == _PAUSE and not endOfStream and not member.overflowed:
             member.buffer = result
             return None
         member.buffer = None
@@ -659,19 +781,29 @@ class ChainRun:
             vm = member.vm
             if vm.stopped or vm.trapped is not None or context.generation != vm.generation:
                 vm.forgetStream(context)
-                continue
-            vm.runWhenIdle(partial(self._finishMember, member, context))
+            elif vm.depth or vm.environment.activity.depth:
+                vm.runWhenIdle(partial(self._finishMember, member, context))
+            else:
+                try:
+                    self._finishMember(member, context)
+                except Exception:
+                    log.failure("filter {filter}: ending a stream context failed", filter=member.name)
 
     def _finishMember(self, member: _Member, context) -> None:
+        """
+        End an idle member's stream context: C{on_done}, C{on_log},
+        C{on_delete} (unless one traps), then forget it.
+        """
         vm = member.vm
         try:
             if not vm.stopped and vm.trapped is None and context.generation == vm.generation:
+                contextId = context.contextId
                 for name in ("proxy_on_done", "proxy_on_log", "proxy_on_delete"):
-                    phase = name[len("proxy_"):]
                     try:
-                        vm.callWithContext(context, name, context.contextId)
+                        vm.callWithContext(context, name, contextId)
                     except WasmTrap as trap:
-                        self._logRequest("error", member, "trapped in {}: {}".format(phase, trap.message))
+                        self._logRequest("error", member, "trapped in {}: {}".format(
+                            name[len("proxy_"):], trap.message))
                         break
         finally:
             member.context = None

@@ -270,6 +270,8 @@ class ProxyWasmVM:
         reading, during C{on_http_call_response}.
     @ivar unsupportedImports: descriptions of the imports the host does not
         implement (they answer UNIMPLEMENTED).
+    @ivar depth: guest calls of this instance in progress, nested ones
+        included (nonzero: the instance is busy).
     """
 
     def __init__(self, module, filterName: str, environment: HostEnvironment,
@@ -304,7 +306,7 @@ class ProxyWasmVM:
         self._counted = False
         self._contextIds = itertools.count(1)
         self._tokens = itertools.count(1)
-        self._depth = 0
+        self.depth = 0
         self._afterCall: Deque[Callable[[], None]] = deque()
         self._exports: Dict[str, Tuple[Optional[Callable], int]] = {}
         self._allocator: Optional[str] = None
@@ -584,7 +586,7 @@ class ProxyWasmVM:
         """
         Whether a guest call of this instance is running.
         """
-        return self._depth > 0
+        return self.depth > 0
 
     def callGuest(self, name: str, *args: int) -> Optional[int]:
         """
@@ -620,7 +622,7 @@ class ProxyWasmVM:
         if observer is not None:
             started = perf_counter()
         activity = environment.activity
-        self._depth += 1
+        self.depth += 1
         activity.depth += 1
         try:
             return function(*args)
@@ -628,9 +630,9 @@ class ProxyWasmVM:
             self._trappedIn(name, trap)
             raise
         finally:
-            self._depth -= 1
+            self.depth -= 1
             activity.depth -= 1
-            if self._afterCall and self._depth == 0:
+            if self._afterCall and self.depth == 0:
                 self._drain()
             if activity.waiting and activity.depth == 0:
                 activity.guestReturned()
@@ -673,7 +675,7 @@ class ProxyWasmVM:
         running call of this instance returns, or once no guest of another
         instance runs.
         """
-        if self._depth > 0:
+        if self.depth > 0:
             self._afterCall.append(work)
         elif self.environment.activity.depth > 0:
             self.environment.activity.runWhenNoGuest(lambda: self.runWhenIdle(work))
@@ -684,14 +686,14 @@ class ProxyWasmVM:
         """
         @return: a Deferred firing when no guest call of this instance runs.
         """
-        if self._depth == 0:
+        if self.depth == 0:
             return succeed(None)
         idle = Deferred()
         self._afterCall.append(lambda: idle.callback(None))
         return idle
 
     def _drain(self) -> None:
-        while self._afterCall and self._depth == 0:
+        while self._afterCall and self.depth == 0:
             self._runQueued(self._afterCall.popleft())
 
     def _runQueued(self, work: Callable[[], None]) -> None:
