@@ -130,6 +130,8 @@ class StreamContext:
     """
 
     isStream = True
+    __slots__ = ("vm", "contextId", "root", "exchange", "run", "generation", "properties", "responseBody",
+                 "responseBodySize", "_maps", "pendingCalls", "resumeRequested", "_waiter", "deleted")
 
     def __init__(self, vm, contextId: int, root: RootContext, exchange, run) -> None:
         self.vm = vm
