@@ -69,7 +69,9 @@ class IChainRun(Interface):
     The filters of one request, run step by step over its L{Exchange}.
 
     Each step returns a Deferred that fires when every filter has handled the
-    step (a filter that pauses delays it). After a request step the caller
+    step (a filter that pauses delays it); when no filter pauses and no
+    filter's instance is busy with another guest call, it has already fired
+    when the step returns. After a request step the caller
     checks C{exchange.localResponse}: when set, the upstream is not contacted
     and the local response goes through the response steps instead. A filter
     failure under C{fail_closed} sets a 500 (or 503 in backoff) local
