@@ -201,8 +201,14 @@ class MetricsEndToEndMixin:
         self.assertEqual(response.status, 200)
         second = yield fetch("POST", gateway.proxyURL + "/again", body=b"abc")
         self.assertEqual(second.status, 200)
-        with open(logPath) as f:
-            records = [json.loads(line) for line in f.read().splitlines()]
+        # As in nginx, a request's line is written once its response is
+        # sent, which the client may see first.
+        records = []
+        deadline = time.monotonic() + 10
+        while len(records) < 2 and time.monotonic() < deadline:
+            yield deferLater(0.05)
+            with open(logPath) as f:
+                records = [json.loads(line) for line in f.read().splitlines()]
         self.assertEqual(len(records), 2, records)
         first = records[0]
         self.assertEqual(first["request"]["method"], "GET")
