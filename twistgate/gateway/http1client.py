@@ -28,6 +28,10 @@ from twistgate.gateway.sendnow import sendNow
 
 Pairs = List[Tuple[bytes, bytes]]
 
+#: How every response body ends well; one instance serves them all (it
+#: carries no traceback).
+_RESPONSE_DONE = Failure(ResponseDone())
+
 #: The largest response head accepted.
 MAX_HEAD = 65536
 
@@ -580,7 +584,7 @@ class HTTP11ClientConnection(Protocol):
         else:
             self._maybeIdle()
         if response is not None:
-            response._end(Failure(ResponseDone()))
+            response._end(_RESPONSE_DONE)
 
     def _maybeIdle(self) -> None:
         if self._keepAlive and not self.lost and self._state == _DONE and self._response is not None:
