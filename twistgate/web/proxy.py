@@ -1279,8 +1279,9 @@ class _ProxiedRequest:
     def _writeWholeResponse(self, status: int, reason: Optional[bytes], pairs: Pairs, body: bytes,
                             proxied: bool) -> None:
         """
-        Answer with a whole response (C{pairs} without Content-Length) and
-        finish the request.
+        Write a whole response: C{pairs} (any Content-Length in them is
+        replaced by the body's) with the gateway's own headers, and
+        C{body}. The caller finishes the request.
         """
         pairs = [(name, value) for name, value in pairs if name != b"content-length"]
         pairs.append((b"content-length", b"%d" % (len(body),)))
