@@ -355,6 +355,19 @@ class HTTP11ClientTests(SynchronousTestCase):
         self.completer.succeedOnce().flush()
         self.assertIn("invalid status line", str(self.failureResultOf(d, UpstreamError).value))
 
+    def test_invalidHeaderName(self):
+        """
+        A header name that is not an HTTP token (here with a space before
+        the colon, or a parenthesis) fails with L{UpstreamError} naming the
+        line.
+        """
+        for line in (b"X-Bad : 1", b"X(Bad): 1"):
+            self.responses.append(b"HTTP/1.1 200 OK\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n")
+            d = self.request()
+            self.completer.succeedOnce().flush()
+            error = self.failureResultOf(d, UpstreamError).value
+            self.assertIn("invalid header line {!r}".format(line), str(error))
+
     def test_invalidContentLength(self):
         """
         Conflicting C{Content-Length} values fail with L{UpstreamError}.

@@ -15,16 +15,12 @@ freed as usual meanwhile.
 import gc
 from typing import Callable, Optional
 
-from twisted.logger import Logger
-
 
 class HeapFreezer:
     """
     Freezes the heap when the gateway is steady, thaws it when a
     configuration is replaced.
     """
-
-    _log = Logger()
 
     def __init__(self, clock, steady: Callable[[], bool], interval: float = 1.0) -> None:
         """

@@ -25,6 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from twistgate.gateway.sendnow import sendNow
+from twistgate.proxywasm.maps import validName
 
 Pairs = List[Tuple[bytes, bytes]]
 
@@ -450,8 +451,8 @@ class HTTP11ClientConnection(Protocol):
                 pairs[-1] = (name, value + b" " + line.strip())
                 continue
             name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                self._badResponse("invalid header line {!r}".format(line[:100]))
+            if not sep or not validName(name):
+                self._badResponse("invalid header line {!r}".format(line.rstrip(b"\r")[:100]))
                 return None
             pairs.append((name.lower(), value.strip()))
         if 100 <= code < 200 and code != 101:

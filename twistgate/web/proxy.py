@@ -12,7 +12,6 @@ body timeouts).
 
 import ctypes
 import json
-import re
 from collections import deque
 from collections.abc import Mapping
 from typing import Callable, Deque, List, Optional, Sequence, Tuple
@@ -34,6 +33,7 @@ from twistgate.gateway.exchange import Exchange, LocalResponse
 from twistgate.gateway.sendnow import sendNow
 from twistgate.gateway.state import GatewayState, Generation
 from twistgate.gateway.upstream import UpstreamClient, UpstreamTimeout
+from twistgate.proxywasm.maps import validName
 from twistgate.web.accesslog import AccessLog, AccessLogEntry
 
 SERVER_TOKEN = b"twistgate/" + twistgate.__version__.encode("ascii")
@@ -144,7 +144,6 @@ def withoutHopByHop(pairs: Sequence[Tuple[bytes, bytes]]) -> Pairs:
     return [(name, value) for name, value in pairs if name not in dropped]
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: Names whose conventional case is not word-capitalized (as twisted.web
 #: writes them).
 _NAME_CASE = {
@@ -165,7 +164,7 @@ def canonicalName(name: bytes) -> bytes:
     canonical = _canonicalNames.get(name)
     if canonical is not None:
         return canonical
-    if not _TOKEN.match(name):
+    if not validName(name):
         raise ValueError("invalid header name {!r}".format(name))
     lower = name.lower()
     canonical = _NAME_CASE.get(lower) or b"-".join(word.capitalize() for word in lower.split(b"-"))
