@@ -18,7 +18,6 @@ import argparse
 import os
 import sys
 import threading
-import time
 import urllib.request
 from typing import List, Optional
 
@@ -58,11 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     bench = harness.Bench(workDir, args.seconds, 0, args.connections)
     reloader: Optional[Reloader] = None
     try:
-        bench.startUpstream()
-        port = harness.freePort()
-        gateway = bench.startGateway("reload", args.config, port, args.vm, pin=bench.pins["proxy"])
-        url = f"http://127.0.0.1:{port}/reload"
-        harness.waitForHttp(url, gateway, expectHeader="x-greeting")
+        gateway, url = bench.startGreetingGateway("reload", args.config, args.vm)
         versions = configVersions(gateway.configPath)
         harness.runWrk(url, 1, args.connections, bench.pins["load"])
         baseline = harness.parseWrk(harness.runWrk(url, args.seconds, args.connections, bench.pins["load"]))

@@ -40,7 +40,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -506,6 +506,21 @@ class Bench:
             process = self.startGateway(row.key, row.config, port, row.vm, row.workers, pin, row.extraArgs)
         waitForHttp(f"http://127.0.0.1:{port}{row.path}", process, expectHeader=row.expectHeader)
         return process
+
+    def startGreetingGateway(self, name: str, configName: str, vm: str) -> Tuple["Process", str]:
+        """
+        Start the upstream and, on a free port pinned like the proxy under
+        test, a gateway over C{bench/configs/CONFIGNAME} whose filters add
+        C{X-Greeting}; wait until they answer.
+
+        @return: the gateway process and the URL of C{/NAME} on it.
+        """
+        self.startUpstream()
+        port = freePort()
+        gateway = self.startGateway(name, configName, port, vm, pin=self.pins["proxy"])
+        url = f"http://127.0.0.1:{port}/{name}"
+        waitForHttp(url, gateway, expectHeader="x-greeting")
+        return gateway, url
 
     def startGateway(self, name: str, configName: str, port: int, vm: str = "wasmtime", workers: int = 1,
                      pin: Sequence[str] = (), extraArgs: Sequence[str] = ()) -> Process:

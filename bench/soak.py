@@ -154,11 +154,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     bench = harness.Bench(workDir, args.round, 0, args.connections)
     reloader: Optional[Reloader] = None
     try:
-        bench.startUpstream()
-        port = harness.freePort()
-        gateway = bench.startGateway("soak", args.config, port, args.vm, pin=bench.pins["proxy"])
-        url = f"http://127.0.0.1:{port}/soak"
-        harness.waitForHttp(url, gateway, expectHeader="x-greeting")
+        gateway, url = bench.startGreetingGateway("soak", args.config, args.vm)
         statusUrl = f"http://127.0.0.1:{gateway.adminPort}/status"
         # A first round measures the rate, to spread the reloads over the run.
         output = harness.runWrk(url, min(args.round, 2.0), args.connections, bench.pins["load"])
