@@ -28,14 +28,8 @@ from twistgate.gateway.router import Router
 from twistgate.gateway.state import GatewayState, Generation
 from twistgate.gateway.upstream import UpstreamClient
 from twistgate.web.echo import EchoResource
-from twistgate.web.proxy import (
-    GatewaySite,
-    ProxyResource,
-    RequestBodyStream,
-    RequestBodyTooLarge,
-    _ClientPressure,
-    _Gate,
-)
+from twistgate.web.http1server import GatewaySite, RequestBodyStream, RequestBodyTooLarge
+from twistgate.web.proxy import ProxyResource, _ClientPressure, _Gate
 
 CONFIG = """\
 _format_version: "3.0"

@@ -25,7 +25,8 @@ from twistgate.gateway.upstream import UpstreamClient
 from twistgate.heap import HeapFreezer
 from twistgate.web.admin import AdminResource
 from twistgate.web.echo import EchoResource
-from twistgate.web.proxy import GatewaySite, ProxyResource
+from twistgate.web.http1server import GatewaySite
+from twistgate.web.proxy import ProxyResource
 from twistgate.workers import isWorker, postedConfigActive, shareConfig, sharedConfigText
 
 PlanBuilder = Callable[[GatewayConfig], object]

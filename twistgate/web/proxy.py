@@ -5,57 +5,38 @@ and forwarded to its service; its body streams upstream as it arrives
 (read whole first only when a filter wants it), and the response streams
 back, both with backpressure, through the chain when a filter wants it.
 
-Also the HTTP front end's defences: bad request lines and headers (400),
-oversized headers (431), oversized bodies (413), slow clients (header and
-body timeouts).
+Requests come from the gateway's own HTTP/1.1 front end
+(L{twistgate.web.http1server}); the resource also serves twisted.web's
+requests (whose body is in C{content}).
 """
 
 import ctypes
-import json
-from collections import deque
 from collections.abc import Mapping
-from typing import Callable, Deque, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from twisted.internet import task
-from twisted.internet.defer import CancelledError, Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, server
-from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString, parse_qs, unquote
+from twisted.web import server
+from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-import twistgate
 from twistgate.gateway.exchange import Exchange, LocalResponse
-from twistgate.gateway.sendnow import sendNow
 from twistgate.gateway.state import GatewayState, Generation
 from twistgate.gateway.upstream import UpstreamClient, UpstreamTimeout
-from twistgate.proxywasm.maps import validName
 from twistgate.web.accesslog import AccessLog, AccessLogEntry
+from twistgate.web.http1server import MESSAGES, SERVER_TOKEN, Pairs, RequestBodyTooLarge, jsonBody
 
-SERVER_TOKEN = b"twistgate/" + twistgate.__version__.encode("ascii")
 VIA = b"1.1 " + SERVER_TOKEN
 
-#: Kong's bodies for the responses the gateway itself produces.
-MESSAGES = {
-    400: "Bad request",
-    404: "Not found",
-    408: "Request timeout",
-    413: "Payload too large",
-    431: "Request header or cookie too large",
-    500: "An unexpected error occurred",
-    502: "An invalid response was received from the upstream server",
-    503: "The upstream server is currently unavailable",
-    504: "The upstream server is timing out",
-}
 NO_ROUTE = "no Route matched with those values"
 #: The status logged for a request whose client went away first (nginx's).
 _CLIENT_CLOSED = 499
-_REASONS = {431: b"Request Header Fields Too Large"}
-
 #: Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset([
     b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
@@ -94,32 +75,6 @@ def _heapTrimmer() -> Callable[[], None]:
 
 _trimHeap = _heapTrimmer()
 
-Pairs = List[Tuple[bytes, bytes]]
-
-
-def jsonBody(message: str, **extra) -> bytes:
-    """
-    Kong's JSON error body, C{{"message": ...}}.
-    """
-    document = {"message": message}
-    document.update(extra)
-    return json.dumps(document).encode("utf-8")
-
-
-def rawResponse(status: int, message: str) -> bytes:
-    """
-    A whole HTTP/1.1 response closing the connection, for errors found
-    while parsing, before a request object can answer.
-    """
-    body = jsonBody(message)
-    return b"".join([
-        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status) or RESPONSES.get(status, b"Error")),
-        b"Content-Type: application/json; charset=utf-8\r\n",
-        b"Content-Length: %d\r\n" % (len(body),),
-        b"Connection: close\r\n",
-        b"Server: " + SERVER_TOKEN + b"\r\n\r\n",
-        body,
-    ])
 
 
 def connectionHeaders(pairs: Sequence[Tuple[bytes, bytes]]) -> frozenset:
@@ -142,49 +97,6 @@ def withoutHopByHop(pairs: Sequence[Tuple[bytes, bytes]]) -> Pairs:
     """
     dropped = connectionHeaders(pairs)
     return [(name, value) for name, value in pairs if name not in dropped]
-
-
-#: Names whose conventional case is not word-capitalized (as twisted.web
-#: writes them).
-_NAME_CASE = {
-    b"content-md5": b"Content-MD5", b"dnt": b"DNT", b"etag": b"ETag", b"p3p": b"P3P", b"te": b"TE",
-    b"www-authenticate": b"WWW-Authenticate", b"x-xss-protection": b"X-XSS-Protection",
-}
-_canonicalNames: dict = {}
-#: At most this many names are remembered (names come from upstreams).
-_MAX_CANONICAL_NAMES = 4096
-
-
-def canonicalName(name: bytes) -> bytes:
-    """
-    @return: the header name in the case twisted.web writes it
-        (C{Content-Length}), so that whole and streamed responses look alike.
-    @raise ValueError: if C{name} is not an HTTP token.
-    """
-    canonical = _canonicalNames.get(name)
-    if canonical is not None:
-        return canonical
-    if not validName(name):
-        raise ValueError("invalid header name {!r}".format(name))
-    lower = name.lower()
-    canonical = _NAME_CASE.get(lower) or b"-".join(word.capitalize() for word in lower.split(b"-"))
-    if len(_canonicalNames) < _MAX_CANONICAL_NAMES:
-        _canonicalNames[name] = canonical
-    return canonical
-
-
-def renderHead(version: bytes, code: int, reason: bytes, pairs: Pairs) -> List[bytes]:
-    """
-    @return: the pieces of a response head: status line, C{pairs} (values
-        with line breaks folded to spaces), blank line.
-    """
-    pieces = [version, b" %d " % (code,), reason, b"\r\n"]
-    for name, value in pairs:
-        if b"\r" in value or b"\n" in value:
-            value = b" ".join(value.splitlines())
-        pieces += (canonicalName(name), b": ", value, b"\r\n")
-    pieces.append(b"\r\n")
-    return pieces
 
 
 def rawHeaderPairs(headers) -> Pairs:
@@ -227,573 +139,6 @@ class _DecodedHeaders(Mapping):
 
     def __len__(self) -> int:
         return len(self._values())
-
-
-class RequestBodyTooLarge(Exception):
-    """
-    The request body passed the site's C{maxBodySize}.
-    """
-
-
-class RequestBodyStream:
-    """
-    A request body as it arrives, for the proxy to stream upstream (or read
-    whole, for filters) while the client is still sending it.
-
-    Chunks are buffered until a consumer takes them; past C{highWater}
-    buffered bytes the client's transport is paused.
-
-    @ivar length: the declared C{Content-Length}, or L{None} (chunked).
-    @ivar received: bytes received so far.
-    @ivar complete: the whole body arrived.
-    @ivar failure: why the body will never complete, or L{None}.
-    """
-
-    highWater = 1 << 16
-
-    def __init__(self, length: Optional[int], pauseClient: Callable[[], None],
-                 resumeClient: Callable[[], None]) -> None:
-        self.length = length
-        self.received = 0
-        self.complete = False
-        self.failure: Optional[Failure] = None
-        self._pauseClient = pauseClient
-        self._resumeClient = resumeClient
-        self._clientPaused = False
-        self._chunks: Deque[bytes] = deque()
-        self._buffered = 0
-        self._keepAll = False
-        self._consumer = None
-        self._consumerPaused = False
-        self._sent: Optional[Deferred] = None
-        self._waiters: List[Deferred] = []
-        self._failureObservers: List[Callable[[Failure], None]] = []
-        self._sentWaiters: List[Deferred] = []
-        self._allSent = False
-        self.started = False
-
-    def write(self, data: bytes) -> None:
-        """
-        More of the body arrived.
-        """
-        if self.complete or self.failure is not None:
-            return
-        self.received += len(data)
-        self._chunks.append(data)
-        self._buffered += len(data)
-        self._flush()
-        if self._buffered > self.highWater and not self._keepAll and not self._clientPaused:
-            self._clientPaused = True
-            self._pauseClient()
-
-    def finish(self) -> None:
-        """
-        The whole body arrived.
-        """
-        if self.complete or self.failure is not None:
-            return
-        self.complete = True
-        self._flush()
-        if self._keepAll:
-            body = b"".join(self._chunks)
-            # Kept joined: the arrived chunks are one more copy of the body.
-            self._chunks.clear()
-            self._chunks.append(body)
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                waiter.callback(body)
-
-    def fail(self, reason: Failure) -> None:
-        """
-        The body will never complete (the client went away, or sent too
-        much).
-        """
-        if self.complete or self.failure is not None:
-            return
-        self.failure = reason
-        self._chunks.clear()
-        self._buffered = 0
-        for observer in self._failureObservers:
-            observer(reason)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(reason)
-        if self._sent is not None and not self._sent.called:
-            sent, self._sent = self._sent, None
-            sent.errback(reason)
-
-    def discard(self) -> int:
-        """
-        The request ended: forget the failure observers (which refer back
-        to the request, a cycle only the cyclic collector would free) and
-        drop a body kept whole for L{readAll}. A body still streaming to a
-        consumer is left alone.
-
-        @return: how many bytes were dropped.
-        """
-        self._failureObservers.clear()
-        if not self._keepAll:
-            return 0
-        dropped = sum(len(chunk) for chunk in self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        return dropped
-
-    def whenFailed(self, observer: Callable[[Failure], None]) -> None:
-        """
-        Call C{observer} with the reason if the body fails.
-        """
-        self._failureObservers.append(observer)
-
-    def readAll(self) -> Deferred:
-        """
-        @return: a Deferred firing with the whole body once it arrived.
-        """
-        self._keepAll = True
-        self._resumeIfPaused()
-        if self.failure is not None:
-            return fail(self.failure)
-        if self.complete:
-            return succeed(b"".join(self._chunks))
-        waiter: Deferred = Deferred()
-        self._waiters.append(waiter)
-        return waiter
-
-    def producer(self) -> IBodyProducer:
-        """
-        @return: a body producer streaming this body (for one upstream
-            attempt that has not started sending yet).
-        """
-        return _StreamProducer(self)
-
-    def _attach(self, consumer) -> Deferred:
-        self.started = True
-        if self.failure is not None:
-            return fail(self.failure)
-        self._consumer = consumer
-        sent = self._sent = Deferred(lambda d: None)
-        self._flush()
-        return sent
-
-    def _detach(self) -> None:
-        self._consumer = None
-        self._sent = None
-
-    def _setConsumerPaused(self, paused: bool) -> None:
-        self._consumerPaused = paused
-        if not paused:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._keepAll:
-            return
-        while self._chunks and self._consumer is not None and not self._consumerPaused:
-            chunk = self._chunks.popleft()
-            self._buffered -= len(chunk)
-            self._consumer.write(chunk)
-        if self._buffered <= self.highWater // 2:
-            self._resumeIfPaused()
-        if self.complete and not self._chunks and self._sent is not None:
-            sent, self._sent = self._sent, None
-            self._consumer = None
-            self._allSent = True
-            sent.callback(None)
-            waiters, self._sentWaiters = self._sentWaiters, []
-            for waiter in waiters:
-                waiter.callback(None)
-
-    def whenSent(self) -> Deferred:
-        """
-        @return: a Deferred firing once the whole body was written to a
-            consumer.
-        """
-        if self._allSent:
-            return succeed(None)
-        waiter: Deferred = Deferred()
-        self._sentWaiters.append(waiter)
-        return waiter
-
-    def _resumeIfPaused(self) -> None:
-        if self._clientPaused:
-            self._clientPaused = False
-            self._resumeClient()
-
-
-@implementer(IBodyProducer)
-class _StreamProducer:
-    """
-    Streams a L{RequestBodyStream} to one upstream request.
-    """
-
-    def __init__(self, stream: RequestBodyStream) -> None:
-        self._stream = stream
-        self.length = stream.length if stream.length is not None else UNKNOWN_LENGTH
-
-    def startProducing(self, consumer) -> Deferred:
-        return self._stream._attach(consumer)
-
-    def whenSent(self) -> Deferred:
-        """
-        @return: a Deferred firing once the whole body was written.
-        """
-        return self._stream.whenSent()
-
-    def pauseProducing(self):
-        self._stream._setConsumerPaused(True)
-
-    def resumeProducing(self):
-        self._stream._setConsumerPaused(False)
-
-    def stopProducing(self):
-        self._stream._detach()
-
-
-class GatewayRequest(server.Request):
-    """
-    A request that enforces the site's body size limit while the body
-    arrives, adds no default headers of its own, and (on a site that streams
-    request bodies) is processed as soon as its headers arrived, its body
-    then arriving through L{bodyStream}.
-
-    @ivar bodyStream: the L{RequestBodyStream} of a request processed before
-        its body arrived, else L{None}.
-    """
-
-    defaultContentType = None
-    bodyStream: Optional[RequestBodyStream] = None
-    _rejected = False
-    _received = 0
-
-    def _maxBodySize(self) -> Optional[int]:
-        return getattr(self.channel.site, "maxBodySize", None) if self.channel is not None else None
-
-    def gotLength(self, length):
-        limit = self._maxBodySize()
-        if limit is not None and length is not None and length > limit:
-            self._reject(413)
-            return
-        streams = getattr(self.channel.site, "streamRequestBodies", False)
-        if streams and (length is None or length > 0):
-            transport = self.channel.transport
-            self.bodyStream = RequestBodyStream(length, transport.pauseProducing, transport.resumeProducing)
-            self.content = None
-            return
-        super().gotLength(length)
-
-    def process(self):
-        """
-        Process as Twisted does, without its default C{Server} and C{Date}
-        headers (the proxy writes its own) and without splitting the path
-        for a resource tree when the site's resource is a leaf.
-        """
-        self.site = site = self.channel.site
-        self.prepath = []
-        if site.resource.isLeaf:
-            self.postpath = []
-        else:
-            self.postpath = list(map(unquote, self.path[1:].split(b"/")))
-        if self.path == b"*":
-            self._handleStar()
-            return
-        try:
-            self.render(site.getResourceFor(self))
-        except BaseException:
-            self.processingFailed(Failure())
-
-    def startEarly(self, command: bytes, path: bytes, version: bytes) -> None:
-        """
-        Process this request now, before its body arrived.
-        """
-        self.method, self.uri, self.clientproto = command, path, version
-        self.path, _, query = self.uri.partition(b"?")
-        self.args = parse_qs(query, 1) if query else {}
-        self.process()
-
-    def handleContentChunk(self, data):
-        if self._rejected:
-            return
-        self._received += len(data)
-        limit = self._maxBodySize()
-        if limit is not None and self._received > limit:
-            if self.bodyStream is not None:
-                self.bodyStream.fail(Failure(RequestBodyTooLarge(limit)))
-                return
-            self._reject(413)
-            return
-        if self.bodyStream is not None:
-            self.bodyStream.write(data)
-            return
-        super().handleContentChunk(data)
-
-    def _reject(self, status: int) -> None:
-        self._rejected = True
-        self.content = None
-        self.channel.refuse(status)
-
-    def requestReceived(self, command, path, version):
-        if self._rejected:
-            return
-        if self.bodyStream is not None:
-            self.bodyStream.finish()
-            return
-        super().requestReceived(command, path, version)
-
-    def _closeIfBodyUnread(self) -> bool:
-        """
-        End the connection after this response if the request body is not
-        all read: the rest of it could not be told from a next request.
-
-        @return: whether the response head still needs C{Connection: close}.
-        """
-        if self.bodyStream is not None and not self.bodyStream.complete and self.channel is not None:
-            self.channel.persistent = False
-            return not self.startedWriting
-        return False
-
-    def write(self, data):
-        if not self.startedWriting and self._closeIfBodyUnread():
-            self.responseHeaders.setRawHeaders(b"connection", [b"close"])
-        super().write(data)
-
-    def writeWhole(self, code: int, reason: Optional[bytes], pairs: Pairs, body: bytes) -> None:
-        """
-        Write a whole response in one write: the status line, C{pairs}
-        (which carry its framing) and C{body}; a C{HEAD} request or a status
-        without a body gets the head only. L{finish} ends it as usual.
-        """
-        self.setResponseCode(code, reason)
-        if self._disconnected:
-            return
-        if self._closeIfBodyUnread() and not any(name == b"connection" for name, _ in pairs):
-            pairs = pairs + [(b"connection", b"close")]
-        pieces = renderHead(self.clientproto, code, self.code_message, pairs)
-        self.startedWriting = 1
-        if body and self.method != b"HEAD" and code not in NO_BODY_CODES:
-            pieces.append(body)
-            self.sentLength += len(body)
-        self.channel.writeSequence(pieces)
-
-    def finish(self):
-        if self._closeIfBodyUnread():
-            self.responseHeaders.setRawHeaders(b"connection", [b"close"])
-        super().finish()
-
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        if self.bodyStream is not None:
-            self.bodyStream.fail(reason)
-
-
-class GatewayChannel(http.HTTPChannel):
-    """
-    An HTTP channel answering Kong's JSON errors for bad input: 400 for a
-    malformed request line or header, 431 for too many or too large headers,
-    and closing connections whose headers take longer than the site's
-    C{headerTimeout}.
-    """
-
-    _headerTimer = None
-    _headerWaitSince: Optional[float] = None
-    _partialHead = False
-    _peer = None
-    _local = None
-    _secure = None
-
-    def getPeer(self):
-        if self._peer is None:
-            self._peer = super().getPeer()
-        return self._peer
-
-    def getHost(self):
-        if self._local is None:
-            self._local = super().getHost()
-        return self._local
-
-    def isSecure(self):
-        if self._secure is None:
-            self._secure = super().isSecure()
-        return self._secure
-
-    def write(self, data):
-        sendNow(self.transport, data)
-
-    def writeSequence(self, iovec):
-        sendNow(self.transport, b"".join(iovec))
-
-    def connectionMade(self):
-        super().connectionMade()
-        self.site.channels.add(self)
-        self._startHeaderTimer()
-
-    def _startHeaderTimer(self) -> None:
-        """
-        Start waiting for a request head. One timer per connection follows
-        the waits lazily: when it fires during a later wait, it moves on to
-        that wait's deadline.
-        """
-        site = getattr(self, "site", None)
-        timeout = getattr(site, "headerTimeout", None) if site is not None else None
-        self._partialHead = False
-        if not timeout:
-            return
-        self._headerWaitSince = site.reactor.seconds()
-        if self._headerTimer is None:
-            self._headerTimer = self.callLater(timeout, self._headerTimerFired)
-
-    def _stopHeaderTimer(self) -> None:
-        self._headerWaitSince = None
-
-    def _cancelHeaderTimer(self) -> None:
-        self._headerWaitSince = None
-        if self._headerTimer is not None and self._headerTimer.active():
-            self._headerTimer.cancel()
-        self._headerTimer = None
-
-    def _headerTimerFired(self) -> None:
-        self._headerTimer = None
-        if self._headerWaitSince is None:
-            return
-        timeout = self.site.headerTimeout
-        waited = self.site.reactor.seconds() - self._headerWaitSince
-        if waited < timeout:
-            self._headerTimer = self.callLater(timeout - waited, self._headerTimerFired)
-            return
-        self._headerTimedOut()
-
-    def _headerTimedOut(self) -> None:
-        self._headerWaitSince = None
-        if self._partialHead and self.transport is not None:
-            self.transport.write(rawResponse(408, MESSAGES[408]))
-        self.loseConnection()
-
-    _refused = False
-    lingerTimeout = 2.0
-
-    def refuse(self, status: int) -> None:
-        """
-        Answer C{status} with Kong's JSON body and close: stop sending, read
-        and drop whatever the client still sends for a moment (so the answer
-        is not lost to a reset), then disconnect.
-        """
-        if self._refused:
-            return
-        self._refused = True
-        self._cancelHeaderTimer()
-        self.setTimeout(None)
-        self.transport.write(rawResponse(status, MESSAGES[status]))
-        try:
-            self.transport.resumeProducing()
-            self.transport.loseWriteConnection()
-        except (AttributeError, NotImplementedError):
-            self.transport.loseConnection()
-            return
-        self._lingering = self.callLater(self.lingerTimeout, self.transport.abortConnection)
-
-    def dataReceived(self, data):
-        if self._refused:
-            return
-        super().dataReceived(data)
-
-    def rawDataReceived(self, data):
-        if self._refused:
-            return
-        super().rawDataReceived(data)
-
-    def lineLengthExceeded(self, line):
-        self.refuse(431)
-
-    def lineReceived(self, line):
-        if self._refused:
-            return
-        self._partialHead = True
-        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self.refuse(431)
-            return
-        super().lineReceived(line)
-
-    def headerReceived(self, line):
-        if self._receivedHeaderCount >= self.maxHeaders:
-            self.refuse(431)
-            return False
-        return super().headerReceived(line)
-
-    def allHeadersReceived(self):
-        self._stopHeaderTimer()
-        super().allHeadersReceived()
-        request = self.requests[-1] if self.requests else None
-        if request is not None and getattr(request, "bodyStream", None) is not None and not self._refused:
-            request.startEarly(self._command, self._path, self._version)
-
-    def allContentReceived(self):
-        if not self.requests or self._refused:
-            return
-        super().allContentReceived()
-
-    def _send100Continue(self):
-        if not self._refused:
-            super()._send100Continue()
-
-    def requestDone(self, request):
-        super().requestDone(request)
-        if self.persistent and self.transport is not None and not self.transport.disconnecting:
-            self._startHeaderTimer()
-
-    def _respondToBadRequestAndDisconnect(self):
-        self.refuse(400)
-
-    def connectionLost(self, reason):
-        self.site.channels.discard(self)
-        self._cancelHeaderTimer()
-        lingering = getattr(self, "_lingering", None)
-        if lingering is not None and lingering.active():
-            lingering.cancel()
-        super().connectionLost(reason)
-
-
-class GatewaySite(server.Site):
-    """
-    The proxy's site.
-
-    @ivar maxBodySize: largest request body accepted (bytes), or L{None}.
-    @ivar headerTimeout: seconds a client has to send a request's headers.
-    @ivar channels: the open connections.
-    """
-
-    protocol = GatewayChannel
-    requestFactory = GatewayRequest
-    noisy = False
-
-    def __init__(self, resource, reactor, maxBodySize: Optional[int] = None, headerTimeout: float = 60.0,
-                 bodyTimeout: float = 60.0, streamRequestBodies: bool = True) -> None:
-        """
-        @param bodyTimeout: seconds of silence allowed while a request body
-            arrives (and on idle connections).
-        @param streamRequestBodies: process requests as soon as their
-            headers arrived and stream their bodies upstream (else Twisted
-            spools each body, to a file past 100 kB, before processing).
-        """
-        super().__init__(resource, timeout=bodyTimeout, reactor=reactor)
-        self.maxBodySize = maxBodySize
-        self.headerTimeout = headerTimeout
-        self.streamRequestBodies = streamRequestBodies
-        self.channels = set()
-
-    def closeIdleConnections(self) -> None:
-        """
-        On stop: close the connections waiting for a next request, and have
-        the busy ones close after their current response.
-        """
-        for channel in list(self.channels):
-            if channel.requests:
-                channel.persistent = False
-            else:
-                channel.loseConnection()
-
-    def log(self, request):
-        """
-        No per-request access log line (the latencies are in the response
-        headers).
-        """
 
 
 @implementer(IBodyProducer)
@@ -930,7 +275,9 @@ class _ProxiedRequest:
 
     def _route(self) -> None:
         request = self.request
-        pairs = rawHeaderPairs(request.requestHeaders)
+        pairs = getattr(request, "headerPairs", None)
+        # The exchange's copy is the filters' to change.
+        pairs = rawHeaderPairs(request.requestHeaders) if pairs is None else list(pairs)
         hostHeader = b""
         for name, value in pairs:
             if name == b"host":
@@ -1149,8 +496,7 @@ class _ProxiedRequest:
             attempt), or L{None} for a request without a body.
         """
         exchange = self.exchange
-        headers = self.request.requestHeaders
-        framed = headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding")
+        framed = _framed(self.request)
         if exchange.requestBody is not None:
             body = exchange.requestBody
             if not body and not framed:
@@ -1567,6 +913,18 @@ def _serviceHost(service) -> bytes:
     if service.port == default:
         return host
     return host + b":%d" % (service.port,)
+
+
+def _framed(request) -> bool:
+    """
+    @return: whether the client's request declared a body (C{Content-Length}
+        or C{Transfer-Encoding}), even an empty one.
+    """
+    pairs = getattr(request, "headerPairs", None)
+    if pairs is None:
+        headers = request.requestHeaders
+        return headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding")
+    return any(name == b"content-length" or name == b"transfer-encoding" for name, _ in pairs)
 
 
 def _text(value: Optional[bytes]) -> Optional[str]:
