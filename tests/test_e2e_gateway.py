@@ -393,6 +393,36 @@ class RequestStreamingEndToEndTests(TestCase):
         self.assertTrue(answer.endswith(b"%d" % (2 * half,)), answer)
 
 
+class ConnectionHandlingTests(TestCase):
+    """
+    The proxy listener's connection handling, through a real gateway.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_pipelinedAndHTTP10(self):
+        """
+        Three pipelined requests, one with a chunked body, sent in one
+        write, are answered in order on the kept-alive connection, the last
+        asking to close it; an HTTP/1.0 request is answered and closed.
+        """
+        gateway = yield startGateway(self, ECHO_CONFIG)
+        pipelined = (b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /second HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n0\r\n\r\n"
+                     b"GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = yield threads.deferToThread(rawExchange, gateway.proxyPort, pipelined)
+        self.assertEqual(answer.count(b"HTTP/1.1 200 OK\r\n"), 3, answer)
+        positions = [answer.find(b'"path": "/' + name + b'"') for name in (b"first", b"second", b"third")]
+        self.assertEqual(positions, sorted(positions), answer)
+        self.assertNotIn(-1, positions, answer)
+        self.assertIn(b'"body": "hello"', answer)
+        old = yield threads.deferToThread(rawExchange, gateway.proxyPort, b"GET /old HTTP/1.0\r\n\r\n")
+        self.assertTrue(old.startswith(b"HTTP/1.0 200 OK\r\n"), old)
+        self.assertIn(b'"path": "/old"', old)
+
+
 def _drain(connection: socket.socket, size: int) -> int:
     """
     Read one response with a body of C{size} bytes; @return: the body bytes

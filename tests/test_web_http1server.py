@@ -91,6 +91,8 @@ class FrontEndTests(SynchronousTestCase):
             b"GET / HTTP/1.1\r\nno colon\r\n",
             b"GET / HTTP/1.1\r\nName : v\r\n",
             b"GET / HTTP/1.1\r\nName: a\x00b\r\n",
+            b"GET / HTTP/1.1\r\nName: a\nb\r\n",
+            b"GET / HTTP/1.1\r\nName: a\rb\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: -1\r\n",
@@ -131,7 +133,7 @@ class FrontEndTests(SynchronousTestCase):
         A client's C{Connection: close} and any HTTP/1.0 request close the
         connection after the response.
         """
-        for head in [b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", b"GET / HTTP/1.0\r\n\r\n"]:
+        for head in [b"GET / HTTP/1.1\r\nConnection: Upgrade, Close\r\n\r\n", b"GET / HTTP/1.0\r\n\r\n"]:
             channel, transport = self.connect(RecordingResource(answerWhole))
             channel.dataReceived(head)
             self.assertIn(b"path=/", transport.value())

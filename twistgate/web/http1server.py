@@ -626,7 +626,8 @@ class GatewayChannel(Protocol):
         Bytes after the current request wait for its response; past
         L{maxBuffered} of them the client is paused.
         """
-        if len(self._buffer) > self.maxBuffered and not self._pausedForPipeline:
+        if len(self._buffer) > self.maxBuffered:
+            # Every time: the body stream may have resumed the client since.
             self._pausedForPipeline = True
             self.transport.pauseProducing()
 
@@ -677,7 +678,7 @@ class GatewayChannel(Protocol):
                 return
             name = name.lower()
             value = value.strip(b" \t")
-            if b"\r" in value or b"\x00" in value:
+            if b"\r" in value or b"\n" in value or b"\x00" in value:
                 self.refuse(400)
                 return
             if name == b"content-length":
@@ -702,7 +703,7 @@ class GatewayChannel(Protocol):
             self.persistent = False
         else:
             for name, value in pairs:
-                if name == b"connection" and b"close" in value.lower():
+                if name == b"connection" and b"close" in [token.strip() for token in value.lower().split(b",")]:
                     self.persistent = False
         request = ClientRequest(self, method, uri, version, pairs)
         self.requests.append(request)

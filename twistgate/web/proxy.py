@@ -12,6 +12,7 @@ requests (whose body is in C{content}).
 
 import ctypes
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from twisted.internet import task
@@ -905,14 +906,25 @@ def _hostWithoutPort(host: bytes) -> bytes:
     return host.rsplit(b":", 1)[0] if b":" in host else host
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _serviceHost(service) -> bytes:
-    host = service.host.encode("idna") if not service.host.isascii() else service.host.encode("ascii")
-    if b":" in host:
-        host = b"[" + host + b"]"
-    default = {"http": 80, "https": 443}.get(service.protocol)
-    if service.port == default:
-        return host
-    return host + b":%d" % (service.port,)
+    return _hostHeaderFor(service.host, service.port, service.protocol)
+
+
+@lru_cache(maxsize=1024)
+def _hostHeaderFor(host: str, port: int, protocol: str) -> bytes:
+    """
+    @return: the C{Host} header naming a service's host and port (the port
+        left out when it is the protocol's default).
+    """
+    name = host.encode("idna") if not host.isascii() else host.encode("ascii")
+    if b":" in name:
+        name = b"[" + name + b"]"
+    if port == _DEFAULT_PORTS.get(protocol):
+        return name
+    return name + b":%d" % (port,)
 
 
 def _framed(request) -> bool:
