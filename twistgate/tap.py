@@ -364,6 +364,7 @@ def _gateway(options: Options, settings, reactor):
     @raise ConfigError: the configuration, the filters or an option's value
         is invalid.
     """
+    from twistgate.dispatch import leanDispatch
     from twistgate.gateway.redis_store import sharedStoresFromURL
     from twistgate.proxywasm.metrics import MetricStore
     from twistgate.proxywasm.vm import LiveCounts
@@ -389,6 +390,7 @@ def _gateway(options: Options, settings, reactor):
                                        logLevel=options["filter-log-level"], live=live)
     gateway = GatewayService(settings, reactor, planBuilder=planBuilder, filters=filters, handleSignals=True,
                              metrics=metrics, accessLog=accessLog, live=live, freezeHeap=True)
+    leanDispatch(reactor)
     for store in (sharedData, sharedQueues):
         if hasattr(store, "close"):
             gateway.addCloser(store.close)
