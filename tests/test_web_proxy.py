@@ -737,6 +737,21 @@ class RequestStreamingTests(SynchronousTestCase):
         self.successResultOf(sent)
         self.assertEqual(b"".join(collector.data), b"abc")
 
+    def test_declaredEmptyBodyStaysDeclared(self):
+        """
+        A request declaring an empty body (C{Content-Length: 0}) goes
+        upstream with an empty body of length 0; one declaring none goes
+        without a body.
+        """
+        self.channel.dataReceived(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                                  b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+        producer = self.agent.requests[0][2]
+        self.assertEqual(producer.length, 0)
+        self.agent.requests[0][3].errback(Failure(ConnectionDone()))
+        self.clock.advance(0)
+        self.assertEqual([(method, producer) for method, _, producer, _ in self.agent.requests[1:]],
+                         [(b"GET", None)])
+
     def test_slowUpstreamPausesClient(self):
         """
         While the upstream does not take the body, the client's transport is

@@ -508,7 +508,7 @@ class _ProxiedRequest:
             return stream.producer
         content = self.request.content
         if content is None:
-            return None
+            return (lambda: _BytesProducer(b"")) if framed else None
         content.seek(0, 2)
         length = content.tell()
         content.seek(0)
