@@ -321,3 +321,24 @@ class FrontEndTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(10)
         self.assertTrue(transport.disconnecting)
+
+    def test_answeredWhenBodyEnds(self):
+        """
+        A response ended as the request body completes (a resource that
+        answers once it read the body) does not lose a next request that
+        arrived with the end of the body.
+        """
+        resource = RecordingResource()
+
+        def answerAfterBody(request):
+            if request.bodyStream is not None:
+                request.bodyStream.readAll().addCallback(lambda _: answerWhole(request))
+            else:
+                answerWhole(request)
+
+        resource.answer = answerAfterBody
+        channel, transport = self.connect(resource)
+        channel.dataReceived(b"POST /up HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /next HTTP/1.1\r\n\r\n")
+        self.clock.advance(0)
+        self.assertEqual([r.uri for r in resource.requests], [b"/up", b"/next"])
+        self.assertTrue(transport.value().endswith(b"path=/next"))

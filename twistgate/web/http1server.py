@@ -750,9 +750,11 @@ class GatewayChannel(Protocol):
         request, self._receiving, self._bodyDecoder = self._receiving, None, None
         if request is None:
             return
-        request.bodyStream.finish()
+        # Buffered first: the response may end inside finish(), and then
+        # starts the next request from the buffer.
         self._buffer = rest
-        if rest:
+        request.bodyStream.finish()
+        if rest and self.requests:
             self._holdPipelined()
 
     def bodyUnread(self, request: ClientRequest) -> bool:
