@@ -342,3 +342,18 @@ class FrontEndTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual([r.uri for r in resource.requests], [b"/up", b"/next"])
         self.assertTrue(transport.value().endswith(b"path=/next"))
+
+    def test_unreadBodyPauseLifted(self):
+        """
+        A request body that arrived whole but was never read (the response
+        made without it) does not keep the client paused once the response
+        ended: the connection goes on with the next request.
+        """
+        resource = RecordingResource()
+        channel, transport = self.connect(resource)
+        body = b"a" * 100000
+        channel.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (len(body),) + body)
+        self.assertEqual(transport.producerState, "paused")
+        answerWhole(resource.requests[0])
+        self.assertEqual(transport.producerState, "producing")
+        self.assertFalse(transport.disconnecting)

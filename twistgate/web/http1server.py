@@ -782,6 +782,10 @@ class GatewayChannel(Protocol):
             return
         self._lastActivity = self.site.reactor.seconds()
         self._startHeaderTimer()
+        if request.bodyStream is not None:
+            # A body that arrived whole but was not all taken keeps no hold
+            # on the client: its bytes from now on are a next request.
+            request.bodyStream._resumeIfPaused()
         if self._pausedForPipeline:
             self._pausedForPipeline = False
             self.transport.resumeProducing()
