@@ -357,3 +357,43 @@ class FrontEndTests(SynchronousTestCase):
         answerWhole(resource.requests[0])
         self.assertEqual(transport.producerState, "producing")
         self.assertFalse(transport.disconnecting)
+
+    def test_malformedChunkedBody(self):
+        """
+        A chunked body whose framing is broken fails the request as if the
+        client had gone, gets 400 if nothing of the response was sent, and
+        the connection closes; in the packet of the head or after it.
+        """
+        for head, rest in [(b"", b"zz\r\n"), (b"", b"3\r\nabcX\r\n"), (b"3\r\nabc\r\n", b"1;\x00\r\n")]:
+            resource = RecordingResource()
+            channel, transport = self.connect(resource)
+            channel.dataReceived(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + head)
+            [request] = resource.requests
+            finished = request.notifyFinish()
+            channel.dataReceived(rest)
+            self.failureResultOf(finished)
+            self.assertIsNotNone(request.bodyStream.failure)
+            self.assertEqual(transport.value().split(b"\r\n", 1)[0], b"HTTP/1.1 400 Bad Request")
+            self.assertTrue(transport.disconnecting)
+        resource = RecordingResource()
+        channel, transport = self.connect(resource)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        self.failureResultOf(resource.requests[0].notifyFinish())
+        self.assertEqual(transport.value().split(b"\r\n", 1)[0], b"HTTP/1.1 400 Bad Request")
+
+    def test_malformedChunkedBodyAfterResponseStarted(self):
+        """
+        A chunked body broken after the response started cuts the
+        connection: the response cannot be ended or followed.
+        """
+        resource = RecordingResource()
+        channel, transport = self.connect(resource)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        request = resource.requests[0]
+        request.write(b"partial")
+        channel.dataReceived(b"zz\r\n")
+        self.assertNotIn(b"400", transport.value())
+        self.assertTrue(transport.disconnecting)
+        request.write(b"late")
+        request.finish()
+        self.assertNotIn(b"late", transport.value())

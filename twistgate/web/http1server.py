@@ -25,7 +25,9 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import NO_BODY_CODES, RESPONSES, _ChunkedTransferDecoder, _IdentityTransferDecoder
+from twisted.web.http import (
+    NO_BODY_CODES, RESPONSES, _ChunkedTransferDecoder, _IdentityTransferDecoder, _MalformedChunkedDataError,
+)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -613,7 +615,7 @@ class GatewayChannel(Protocol):
             return
         self._lastActivity = self.site.reactor.seconds()
         if self._bodyDecoder is not None:
-            self._bodyDecoder.dataReceived(data)
+            self._feedBody(data)
             return
         self._buffer += data
         if self.requests:
@@ -721,7 +723,7 @@ class GatewayChannel(Protocol):
         self._render(request)
         if self._bodyDecoder is not None and self._buffer:
             data, self._buffer = self._buffer, b""
-            self._bodyDecoder.dataReceived(data)
+            self._feedBody(data)
 
     def _render(self, request: ClientRequest) -> None:
         try:
@@ -733,6 +735,30 @@ class GatewayChannel(Protocol):
                                    jsonBody(MESSAGES[500]))
             if not request.finished:
                 request.finish()
+
+    def _feedBody(self, data: bytes) -> None:
+        try:
+            self._bodyDecoder.dataReceived(data)
+        except _MalformedChunkedDataError:
+            self._bodyMalformed(Failure())
+
+    def _bodyMalformed(self, reason: Failure) -> None:
+        """
+        The request body's chunked framing is broken: the request fails as
+        if the client had gone, and the client gets 400 if nothing of the
+        response was sent yet; the connection closes.
+        """
+        request, self._receiving, self._bodyDecoder = self._receiving, None, None
+        if request is None:
+            # Answered already: the connection is closing.
+            return
+        self.persistent = False
+        responded = request.startedWriting
+        request.connectionLost(reason)
+        if responded:
+            self.loseConnection()
+        else:
+            self.refuse(400)
 
     def _bodyChunk(self, data: bytes) -> None:
         request = self._receiving
