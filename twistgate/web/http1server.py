@@ -345,6 +345,9 @@ class _StreamProducer:
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP/1\.[01])")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+#: A longer Content-Length is refused (Python will not convert past 4300
+#: digits, and no body is that long).
+_MAX_LENGTH_DIGITS = 100
 
 
 class ClientRequest:
@@ -684,7 +687,7 @@ class GatewayChannel(Protocol):
                 self.refuse(400)
                 return
             if name == b"content-length":
-                if framed or not value.isdigit():
+                if framed or not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
                     self.refuse(400)
                     return
                 framed, length = True, int(value)
