@@ -82,7 +82,8 @@ class FrontEndTests(SynchronousTestCase):
         Malformed heads get 400 and the connection closes: a bad request
         line, an unsupported version, a header without a colon or with a
         space before it, a NUL in a value, two framings, an unknown
-        transfer coding, a length of more digits than any body has.
+        transfer coding, a length of more digits than any body has, a
+        framing header folded onto a second line.
         """
         heads = [
             b"GET /\r\n",
@@ -99,6 +100,8 @@ class FrontEndTests(SynchronousTestCase):
             b"POST / HTTP/1.1\r\nContent-Length: " + b"1" * 5000 + b"\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n",
             b"\r\n  folded: first\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\n 0\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n , gzip\r\n",
         ]
         for head in heads:
             resource = RecordingResource()

@@ -675,6 +675,10 @@ class GatewayChannel(Protocol):
                     self.refuse(400)
                     return
                 name, value = pairs[-1]
+                if name == b"content-length" or name == b"transfer-encoding":
+                    # Already read as framing; the whole value would differ.
+                    self.refuse(400)
+                    return
                 pairs[-1] = (name, value + b" " + line.strip(b" \t"))
                 continue
             name, colon, value = line.partition(b":")
