@@ -401,3 +401,23 @@ class FrontEndTests(SynchronousTestCase):
         request.write(b"late")
         request.finish()
         self.assertNotIn(b"late", transport.value())
+
+    def test_idleTimeoutNotWhileBodyHeldBack(self):
+        """
+        A client paused because its body is not taken fast enough (a slow
+        upstream) is not silent: the idle timeout waits, and counts again
+        from when the client was let go on.
+        """
+        resource = RecordingResource()
+        channel, transport = self.connect(resource, headerTimeout=0, bodyTimeout=10)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 200000\r\n\r\n" + b"a" * 100000)
+        self.assertEqual(transport.producerState, "paused")
+        self.clock.advance(35)
+        self.assertFalse(transport.disconnecting)
+        stream = resource.requests[0].bodyStream
+        stream.readAll()
+        self.assertEqual(transport.producerState, "producing")
+        self.clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(10)
+        self.assertTrue(transport.disconnecting)

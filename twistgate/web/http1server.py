@@ -718,7 +718,7 @@ class GatewayChannel(Protocol):
         self.requests.append(request)
         if chunked or length:
             transport = self.transport
-            request.bodyStream = RequestBodyStream(length, transport.pauseProducing, transport.resumeProducing)
+            request.bodyStream = RequestBodyStream(length, transport.pauseProducing, self._bodyResumed)
             self._receiving = request
             self._bodyReceived = 0
             if chunked:
@@ -778,6 +778,14 @@ class GatewayChannel(Protocol):
             request.bodyStream.fail(Failure(RequestBodyTooLarge(limit)))
             return
         request.bodyStream.write(data)
+
+    def _bodyResumed(self) -> None:
+        """
+        The body stream lets the client go on: the idle timeout counts from
+        now.
+        """
+        self._lastActivity = self.site.reactor.seconds()
+        self.transport.resumeProducing()
 
     def _bodyEnded(self, rest: bytes) -> None:
         request, self._receiving, self._bodyDecoder = self._receiving, None, None
@@ -884,14 +892,14 @@ class GatewayChannel(Protocol):
         """
         Close a connection silent for the site's C{timeOut}: between
         requests or while a request body arrives (not while a response is
-        being made).
+        being made, nor while the body stream holds the client back).
         """
         self._idleTimer = None
         timeout = self.site.timeOut
         if self._closing or self._refused or not timeout:
             return
         reactor = self.site.reactor
-        if self.requests and self._receiving is None:
+        if self.requests and (self._receiving is None or self._receiving.bodyStream._clientPaused):
             self._idleTimer = reactor.callLater(timeout, self._idleTimerFired)
             return
         waited = reactor.seconds() - self._lastActivity
