@@ -423,6 +423,44 @@ class ConnectionHandlingTests(TestCase):
         self.assertIn(b'"path": "/old"', old)
 
 
+    @defer.inlineCallbacks
+    def test_clientNotReadingIsNotAnsweredAhead(self):
+        """
+        A client that pipelines many requests for large responses and reads
+        none of them is not answered far ahead of its reading (the answers
+        would pile up in the gateway's memory): the gateway stops taking
+        its requests once responses wait unread. Once the client reads,
+        every response arrives.
+        """
+        gateway = yield startGateway(self, ECHO_CONFIG)
+        count, size = 300, 60000
+        connection = socket.socket()
+        self.addCleanup(connection.close)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        connection.settimeout(30)
+        connection.connect(("127.0.0.1", gateway.proxyPort))
+        requests = [b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % size] * (count - 1)
+        requests.append(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % size)
+        connection.sendall(b"".join(requests))
+        yield deferLater(1.5)
+        metrics = yield fetch("GET", gateway.adminURL + "/metrics")
+        answered = sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.body.decode().splitlines()
+                       if line.startswith("twistgate_http_requests_total{"))
+        self.assertLess(answered, count // 2)
+        received = yield threads.deferToThread(_readUntilClosed, connection)
+        self.assertEqual(received.count(b"HTTP/1.1 200 OK\r\n"), count)
+        self.assertGreater(len(received), count * size)
+
+
+def _readUntilClosed(connection: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        chunk = connection.recv(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def _drain(connection: socket.socket, size: int) -> int:
     """
     Read one response with a body of C{size} bytes; @return: the body bytes

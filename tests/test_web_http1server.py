@@ -421,3 +421,77 @@ class FrontEndTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(10)
         self.assertTrue(transport.disconnecting)
+
+    def test_clientNotReadingStopsRequests(self):
+        """
+        While the client does not read its responses (the transport's
+        buffer is full and pauses the channel), no next request starts and
+        nothing more is read; once the client caught up, the next request
+        starts and reading resumes.
+        """
+        resource = RecordingResource(answerWhole)
+        channel, transport = self.connect(resource)
+        self.assertIs(transport.producer, channel)
+        channel.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        channel.dataReceived(b"GET /one HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\n")
+        self.clock.advance(0)
+        self.assertEqual([r.uri for r in resource.requests], [])
+        channel.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.clock.advance(0)
+        self.assertEqual([r.uri for r in resource.requests], [b"/one", b"/two"])
+
+    def test_clientNotReadingBetweenPipelinedRequests(self):
+        """
+        A response the client does not read holds back the pipelined
+        request after it.
+        """
+        resource = RecordingResource()
+        channel, transport = self.connect(resource)
+        channel.dataReceived(b"GET /one HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\n")
+        channel.pauseProducing()
+        answerWhole(resource.requests[0])
+        self.clock.advance(0)
+        self.assertEqual([r.uri for r in resource.requests], [b"/one"])
+        self.assertEqual(transport.producerState, "paused")
+        channel.resumeProducing()
+        self.clock.advance(0)
+        self.assertEqual([r.uri for r in resource.requests], [b"/one", b"/two"])
+
+    def test_responseProducerFollowsClient(self):
+        """
+        The producer of a streamed response is paused while the client
+        does not read (also when registered during such a time), resumed
+        when it does, and stopped when the connection is lost.
+        """
+        resource = RecordingResource()
+        channel, transport = self.connect(resource)
+        channel.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        request = resource.requests[0]
+        producer = _RecordingProducer()
+        channel.pauseProducing()
+        request.registerProducer(producer, True)
+        channel.resumeProducing()
+        channel.pauseProducing()
+        self.assertEqual(producer.calls, ["pause", "resume", "pause"])
+        channel.stopProducing()
+        self.assertEqual(producer.calls[-1], "stop")
+        request.unregisterProducer()
+        channel.resumeProducing()
+        self.assertEqual(producer.calls[-1], "stop")
+        self.assertRaises(ValueError, request.registerProducer, producer, False)
+
+
+class _RecordingProducer:
+    def __init__(self):
+        self.calls = []
+
+    def pauseProducing(self):
+        self.calls.append("pause")
+
+    def resumeProducing(self):
+        self.calls.append("resume")
+
+    def stopProducing(self):
+        self.calls.append("stop")

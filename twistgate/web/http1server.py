@@ -17,11 +17,11 @@ idle timeouts).
 import json
 import re
 from collections import deque
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Callable, Deque, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -449,10 +449,16 @@ class ClientRequest:
         return waiter
 
     def registerProducer(self, producer, streaming: bool) -> None:
-        self.channel.transport.registerProducer(producer, streaming)
+        """
+        Have C{producer} (an C{IPushProducer}) paused while the client does
+        not take the response as fast as it is written.
+        """
+        if not streaming:
+            raise ValueError("the response of a gateway request takes push producers only")
+        self.channel.registerResponseProducer(producer)
 
     def unregisterProducer(self) -> None:
-        self.channel.transport.unregisterProducer()
+        self.channel.registerResponseProducer(None)
 
     def writeWhole(self, code: int, reason: Optional[bytes], pairs: Pairs, body: bytes) -> None:
         """
@@ -539,10 +545,15 @@ class ClientRequest:
             self.bodyStream.fail(reason)
 
 
+@implementer(IPushProducer)
 class GatewayChannel(Protocol):
     """
     One client connection: parses request heads whole, streams bodies into
     their requests, and answers one request at a time.
+
+    The channel is its transport's producer: while the client does not read
+    what was written (the transport's buffer is full), it reads no more
+    requests and pauses the producer of a streamed response.
 
     @ivar requests: the request being answered, if any (a list, as on
         twisted.web's channels).
@@ -565,7 +576,8 @@ class GatewayChannel(Protocol):
     _bodyDecoder = None
     _receiving: Optional[ClientRequest] = None
     _bodyReceived = 0
-    _pausedForPipeline = False
+    _writeBlocked = False
+    _responseProducer = None
     _headerTimer = None
     _headerWaitSince: Optional[float] = None
     _idleTimer = None
@@ -578,6 +590,7 @@ class GatewayChannel(Protocol):
 
     def __init__(self) -> None:
         self.requests: List[ClientRequest] = []
+        self._readPauses: Set[str] = set()
 
     def getPeer(self):
         if self._peer is None:
@@ -606,6 +619,7 @@ class GatewayChannel(Protocol):
 
     def connectionMade(self):
         self.site.channels.add(self)
+        self.transport.registerProducer(self, True)
         self._lastActivity = self.site.reactor.seconds()
         if self.site.timeOut:
             self._idleTimer = self.site.reactor.callLater(self.site.timeOut, self._idleTimerFired)
@@ -621,7 +635,7 @@ class GatewayChannel(Protocol):
             self._feedBody(data)
             return
         self._buffer += data
-        if self.requests:
+        if self.requests or self._writeBlocked:
             self._holdPipelined()
             return
         self._parseHeads()
@@ -632,9 +646,53 @@ class GatewayChannel(Protocol):
         L{maxBuffered} of them the client is paused.
         """
         if len(self._buffer) > self.maxBuffered:
-            # Every time: the body stream may have resumed the client since.
-            self._pausedForPipeline = True
+            self._pauseReading("pipeline")
+
+    # Reading is paused for any of several reasons at once: a request body
+    # the upstream does not take fast enough ("body"), bytes of a next
+    # request waiting ("pipeline"), responses the client does not read
+    # ("writes").
+
+    def _pauseReading(self, reason: str) -> None:
+        if not self._readPauses:
             self.transport.pauseProducing()
+        self._readPauses.add(reason)
+
+    def _resumeReading(self, reason: str) -> None:
+        pauses = self._readPauses
+        if reason in pauses:
+            pauses.discard(reason)
+            if not pauses and not self._closing:
+                self.transport.resumeProducing()
+
+    # The transport's producer: the client reads its responses, or not.
+
+    def pauseProducing(self) -> None:
+        self._writeBlocked = True
+        self._pauseReading("writes")
+        if self._responseProducer is not None:
+            self._responseProducer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._writeBlocked = False
+        self._resumeReading("writes")
+        if self._responseProducer is not None:
+            self._responseProducer.resumeProducing()
+        if not self.requests:
+            self._parseLater()
+
+    def stopProducing(self) -> None:
+        if self._responseProducer is not None:
+            self._responseProducer.stopProducing()
+
+    def registerResponseProducer(self, producer) -> None:
+        """
+        Pause and resume C{producer} (or no producer, if L{None}) as the
+        client reads the response.
+        """
+        self._responseProducer = producer
+        if producer is not None and self._writeBlocked:
+            producer.pauseProducing()
 
     def _parseHeads(self) -> None:
         """
@@ -717,8 +775,7 @@ class GatewayChannel(Protocol):
         request = ClientRequest(self, method, uri, version, pairs)
         self.requests.append(request)
         if chunked or length:
-            transport = self.transport
-            request.bodyStream = RequestBodyStream(length, transport.pauseProducing, self._bodyResumed)
+            request.bodyStream = RequestBodyStream(length, self._bodyPaused, self._bodyResumed)
             self._receiving = request
             self._bodyReceived = 0
             if chunked:
@@ -779,13 +836,16 @@ class GatewayChannel(Protocol):
             return
         request.bodyStream.write(data)
 
+    def _bodyPaused(self) -> None:
+        self._pauseReading("body")
+
     def _bodyResumed(self) -> None:
         """
         The body stream lets the client go on: the idle timeout counts from
         now.
         """
         self._lastActivity = self.site.reactor.seconds()
-        self.transport.resumeProducing()
+        self._resumeReading("body")
 
     def _bodyEnded(self, rest: bytes) -> None:
         request, self._receiving, self._bodyDecoder = self._receiving, None, None
@@ -823,21 +883,25 @@ class GatewayChannel(Protocol):
             return
         self._lastActivity = self.site.reactor.seconds()
         self._startHeaderTimer()
-        if request.bodyStream is not None:
+        if self._readPauses:
             # A body that arrived whole but was not all taken keeps no hold
             # on the client: its bytes from now on are a next request.
-            request.bodyStream._resumeIfPaused()
-        if self._pausedForPipeline:
-            self._pausedForPipeline = False
-            self.transport.resumeProducing()
-        if self._buffer and self._resumeCall is None:
-            # The next request starts from the reactor, not from inside the
-            # end of this one.
+            self._resumeReading("body")
+            self._resumeReading("pipeline")
+        self._parseLater()
+
+    def _parseLater(self) -> None:
+        """
+        Start the next request buffered, if any, from the reactor (not from
+        inside the end of the previous one), unless the client does not
+        read its responses.
+        """
+        if self._buffer and self._resumeCall is None and not self._writeBlocked:
             self._resumeCall = self.site.reactor.callLater(0, self._parseBuffered)
 
     def _parseBuffered(self) -> None:
         self._resumeCall = None
-        if not self.requests and not self._refused and not self._closing:
+        if not self.requests and not self._refused and not self._closing and not self._writeBlocked:
             self._parseHeads()
 
     # Refusing.
@@ -899,7 +963,7 @@ class GatewayChannel(Protocol):
         if self._closing or self._refused or not timeout:
             return
         reactor = self.site.reactor
-        if self.requests and (self._receiving is None or self._receiving.bodyStream._clientPaused):
+        if self.requests and (self._receiving is None or "body" in self._readPauses):
             self._idleTimer = reactor.callLater(timeout, self._idleTimerFired)
             return
         waited = reactor.seconds() - self._lastActivity
