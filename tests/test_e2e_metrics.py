@@ -221,6 +221,9 @@ class MetricsEndToEndMixin:
         self.assertGreaterEqual(first["latencies"]["proxy"], 0)
         self.assertEqual(records[1]["request"]["method"], "POST")
         self.assertEqual(records[1]["request"]["uri"], "/again")
+        # Sizes as Kong logs them: head and body, on both sides.
+        self.assertGreater(records[1]["request"]["size"], len("POST /again HTTP/1.1\r\n\r\nabc"))
+        self.assertGreater(first["response"]["size"], len(response.body) + len("HTTP/1.1 200 OK\r\n\r\n"))
 
     @defer.inlineCallbacks
     def test_rateLimitAcrossGateways(self):

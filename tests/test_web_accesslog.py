@@ -19,7 +19,7 @@ def entry(**changes):
         startedAt=1700000000.25, clientIP="127.0.0.1", method="GET",
         uri="/anything?x=1", url="http://gw.test/anything?x=1", status=200,
         totalSeconds=0.0123, upstreamSeconds=0.0101, proxySeconds=0.0012,
-        upstreamURI="/anything?x=1", requestSize=0, responseSize=42,
+        upstreamURI="/anything?x=1", requestSize=0, responseSize=142, responseBodySize=42,
         serviceId="sid", serviceName="echo", routeId="rid", routeName="r1",
         filters=("greeting", "limiter"), userAgent="curl/8", referer=None)
     values.update(changes)
@@ -33,7 +33,7 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(record["started_at"], 1700000000250)
         self.assertEqual(record["request"]["method"], "GET")
         self.assertEqual(record["request"]["uri"], "/anything?x=1")
-        self.assertEqual(record["response"], {"status": 200, "size": 42})
+        self.assertEqual(record["response"], {"status": 200, "size": 142})
         self.assertEqual(record["latencies"],
                          {"request": 12, "proxy": 10, "kong": 1})
         self.assertEqual(record["route"], {"id": "rid", "name": "r1"})
@@ -65,7 +65,7 @@ class FormatTests(SynchronousTestCase):
                       line)
 
     def test_combinedEscapes(self):
-        line = formatCombined(entry(userAgent='evil "agent"\n', responseSize=0))
+        line = formatCombined(entry(userAgent='evil "agent"\n', responseBodySize=0))
         self.assertIn(r'"evil \"agent\"\x0a"', line)
         self.assertRegex(line, r' 200 - ')
 

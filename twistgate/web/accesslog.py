@@ -35,6 +35,12 @@ class AccessLogEntry:
         contacted).
     @ivar proxySeconds: the gateway's own time before the upstream (Kong's
         C{X-Kong-Proxy-Latency}).
+    @ivar requestSize: the request's bytes (head and body), Kong's
+        C{request.size}.
+    @ivar responseSize: the response's bytes sent (head and body), Kong's
+        C{response.size}.
+    @ivar responseBodySize: the response body's bytes sent (the combined
+        format's size).
     @ivar filters: names of the filters that ran, in chain order.
     """
 
@@ -48,6 +54,7 @@ class AccessLogEntry:
     protocol: str = "HTTP/1.1"
     requestSize: int = 0
     responseSize: int = 0
+    responseBodySize: int = 0
     upstreamSeconds: Optional[float] = None
     proxySeconds: Optional[float] = None
     upstreamURI: Optional[str] = None
@@ -111,7 +118,7 @@ def formatCombined(entry: AccessLogEntry) -> str:
     requestLine = "{} {} {}".format(entry.method, entry.uri, entry.protocol)
     return '{} - - [{}] {} {} {} {} {}'.format(
         entry.clientIP or "-", stamp, _quoted(requestLine), entry.status,
-        entry.responseSize or "-", _quoted(entry.referer),
+        entry.responseBodySize or "-", _quoted(entry.referer),
         _quoted(entry.userAgent))
 
 

@@ -361,6 +361,9 @@ class ClientRequest:
         pairs in the order received.
     @ivar content: always L{None} (the body is in L{bodyStream}); there for
         code written for twisted.web's requests.
+    @ivar headSize: the bytes of the request's head, blank line included.
+    @ivar sentLength: the response body bytes sent.
+    @ivar bytesSent: all response bytes sent: head, body and its framing.
     """
 
     content = None
@@ -370,6 +373,8 @@ class ClientRequest:
     startedWriting = False
     finished = False
     sentLength = 0
+    bytesSent = 0
+    headSize = 0
     _disconnected = False
     _chunked = False
     _quiet = False
@@ -388,6 +393,15 @@ class ClientRequest:
     @property
     def path(self) -> bytes:
         return self.uri.partition(b"?")[0]
+
+    @property
+    def receivedSize(self) -> int:
+        """
+        The request's bytes received so far: its head and its (decoded)
+        body.
+        """
+        stream = self.bodyStream
+        return self.headSize + (stream.received if stream is not None else 0)
 
     def getHeader(self, name: bytes) -> Optional[bytes]:
         """
@@ -476,7 +490,9 @@ class ClientRequest:
         if body and self.method != b"HEAD" and code not in NO_BODY_CODES:
             pieces.append(body)
             self.sentLength += len(body)
-        self.channel.writeSequence(pieces)
+        response = b"".join(pieces)
+        self.bytesSent += len(response)
+        self.channel.write(response)
 
     def write(self, data: bytes) -> None:
         """
@@ -492,8 +508,11 @@ class ClientRequest:
             return
         self.sentLength += len(data)
         if self._chunked:
-            self.channel.writeSequence([b"%x\r\n" % (len(data),), data, b"\r\n"])
+            chunk = b"".join([b"%x\r\n" % (len(data),), data, b"\r\n"])
+            self.bytesSent += len(chunk)
+            self.channel.write(chunk)
         else:
+            self.bytesSent += len(data)
             self.channel.write(data)
 
     def _writeHead(self) -> None:
@@ -510,7 +529,9 @@ class ClientRequest:
                 channel.persistent = False
         if channel.bodyUnread(self) and not any(name == b"connection" for name, _ in pairs):
             pairs.append((b"connection", b"close"))
-        channel.writeSequence(renderHead(self.clientproto, self.code, self.code_message, pairs))
+        head = b"".join(renderHead(self.clientproto, self.code, self.code_message, pairs))
+        self.bytesSent += len(head)
+        channel.write(head)
 
     def finish(self) -> None:
         """
@@ -521,6 +542,7 @@ class ClientRequest:
         if not self.startedWriting:
             self._writeHead()
         if self._chunked:
+            self.bytesSent += len(_LAST_CHUNK)
             self.channel.write(_LAST_CHUNK)
         self.finished = True
         waiters, self._finishWaiters = self._finishWaiters, []
@@ -773,6 +795,7 @@ class GatewayChannel(Protocol):
                 if name == b"connection" and b"close" in [token.strip() for token in value.lower().split(b",")]:
                     self.persistent = False
         request = ClientRequest(self, method, uri, version, pairs)
+        request.headSize = len(head) + 4
         self.requests.append(request)
         if chunked or length:
             request.bodyStream = RequestBodyStream(length, self._bodyPaused, self._bodyResumed)

@@ -857,8 +857,9 @@ class _ProxiedRequest:
                 totalSeconds=totalSeconds,
                 url=_requestURL(request),
                 protocol=(request.clientproto or b"HTTP/1.1").decode("latin-1"),
-                requestSize=_bodySize(request),
-                responseSize=request.sentLength,
+                requestSize=_requestSize(request),
+                responseSize=getattr(request, "bytesSent", request.sentLength),
+                responseBodySize=request.sentLength,
                 upstreamSeconds=upstreamSeconds,
                 proxySeconds=self._proxyLatency / 1000.0 if self._upstreamStartedAt is not None else None,
                 upstreamURI=exchange.path.decode("latin-1") if self._upstreamStartedAt is not None else None,
@@ -949,7 +950,14 @@ def _requestURL(request) -> str:
     return "{}://{}{}".format(scheme, host, request.uri.decode("latin-1"))
 
 
-def _bodySize(request) -> int:
+def _requestSize(request) -> int:
+    """
+    @return: the request's bytes received (head and body), as Kong logs
+        them; for a twisted.web request, its spooled body's.
+    """
+    size = getattr(request, "receivedSize", None)
+    if size is not None:
+        return size
     content = request.content
     if content is None:
         return 0
