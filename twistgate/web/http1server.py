@@ -11,7 +11,11 @@ until the current response ended.
 
 The front end's defences: bad request lines and headers (400), oversized
 or too many headers (431), oversized bodies (413), slow clients (header and
-idle timeouts).
+idle timeouts), and clients that do not read their responses (no next
+request is read meanwhile).
+
+Bodies are decoded by twisted.web's own (private) transfer decoders, the
+ones its C{HTTPChannel} uses.
 """
 
 import json

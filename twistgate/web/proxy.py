@@ -38,6 +38,7 @@ VIA = b"1.1 " + SERVER_TOKEN
 NO_ROUTE = "no Route matched with those values"
 #: The status logged for a request whose client went away first (nginx's).
 _CLIENT_CLOSED = 499
+
 #: Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset([
     b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
@@ -75,7 +76,6 @@ def _heapTrimmer() -> Callable[[], None]:
 
 
 _trimHeap = _heapTrimmer()
-
 
 
 def connectionHeaders(pairs: Sequence[Tuple[bytes, bytes]]) -> frozenset:
