@@ -5,7 +5,11 @@ their changes do to the request the upstream gets and the response the
 client gets.
 """
 
+from twisted.trial.unittest import SynchronousTestCase
+
 from tests.proxywasm_harness import RuntimeMixin, bothRuntimes, hostcalls, report, routeConfig
+from twistgate.proxywasm.constants import Status
+from twistgate.proxywasm.maps import HeaderMap
 
 
 class MapsMixin(RuntimeMixin):
@@ -114,7 +118,7 @@ class MapsMixin(RuntimeMixin):
 
     def test_trailerMapsEmpty(self):
         """
-        Trailer maps exist (empty, as twisted.web does not pass trailers).
+        Trailer maps exist (empty: the gateway keeps no trailers).
         """
         _, result = self.send("request_headers header_size request_trailers;"
                              " response_headers header_size response_trailers; response_headers report_header")
@@ -122,3 +126,36 @@ class MapsMixin(RuntimeMixin):
 
 
 bothRuntimes(MapsMixin, globals())
+
+
+class HeaderMapReplaceTests(SynchronousTestCase):
+    """
+    L{HeaderMap.replace}, on the live list of pairs.
+    """
+
+    def test_replaceKeepsPositionDropsRepeats(self):
+        """
+        The first header of the name (any case) takes the value in its
+        place; later ones of the name go.
+        """
+        pairs = [(b"a", b"1"), (b"X-Name", b"old"), (b"b", b"2"), (b"x-name", b"again")]
+        self.assertEqual(HeaderMap(pairs).replace(b"X-NAME", b"new"), Status.OK)
+        self.assertEqual(pairs, [(b"a", b"1"), (b"x-name", b"new"), (b"b", b"2")])
+
+    def test_replaceAbsentAppends(self):
+        """
+        An absent header is added at the end.
+        """
+        pairs = [(b"a", b"1")]
+        self.assertEqual(HeaderMap(pairs).replace(b"x-new", b"v"), Status.OK)
+        self.assertEqual(pairs, [(b"a", b"1"), (b"x-new", b"v")])
+
+    def test_replaceInvalid(self):
+        """
+        A name that is not a token or a value with a line break changes
+        nothing.
+        """
+        pairs = [(b"a", b"1")]
+        self.assertEqual(HeaderMap(pairs).replace(b"bad name", b"v"), Status.BAD_ARGUMENT)
+        self.assertEqual(HeaderMap(pairs).replace(b"a", b"x\r\ny"), Status.BAD_ARGUMENT)
+        self.assertEqual(pairs, [(b"a", b"1")])

@@ -152,19 +152,18 @@ class HeaderMap:
         if not self._settable(name, value):
             return self._setPseudoChecked(name, value)
         pairs = self.realPairs()
-        replaced = []
-        done = False
-        for key, old in pairs:
+        for index, (key, _) in enumerate(pairs):
             if key.lower() == name:
-                if not done:
-                    replaced.append((name, value))
-                    done = True
-            else:
-                replaced.append((key, old))
-        if not done:
-            replaced.append((name, value))
+                break
+        else:
+            # Absent (a filter adding its own header): appended in place.
+            pairs.append((name, value))
+            return _OK
+        replaced = pairs[:index]
+        replaced.append((name, value))
+        replaced += [(key, old) for key, old in pairs[index + 1:] if key.lower() != name]
         self.setRealPairs(replaced)
-        return Status.OK
+        return _OK
 
     def remove(self, name: bytes) -> int:
         """
