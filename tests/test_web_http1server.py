@@ -8,6 +8,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_web_proxy import RecordingProducer
 from twistgate.web.http1server import GatewaySite
 
 
@@ -469,29 +470,15 @@ class FrontEndTests(SynchronousTestCase):
         channel, transport = self.connect(resource)
         channel.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
         request = resource.requests[0]
-        producer = _RecordingProducer()
+        producer = RecordingProducer()
         channel.pauseProducing()
         request.registerProducer(producer, True)
         channel.resumeProducing()
         channel.pauseProducing()
-        self.assertEqual(producer.calls, ["pause", "resume", "pause"])
+        self.assertEqual(producer.events, ["pause", "resume", "pause"])
         channel.stopProducing()
-        self.assertEqual(producer.calls[-1], "stop")
+        self.assertEqual(producer.events[-1], "stop")
         request.unregisterProducer()
         channel.resumeProducing()
-        self.assertEqual(producer.calls[-1], "stop")
+        self.assertEqual(producer.events[-1], "stop")
         self.assertRaises(ValueError, request.registerProducer, producer, False)
-
-
-class _RecordingProducer:
-    def __init__(self):
-        self.calls = []
-
-    def pauseProducing(self):
-        self.calls.append("pause")
-
-    def resumeProducing(self):
-        self.calls.append("resume")
-
-    def stopProducing(self):
-        self.calls.append("stop")

@@ -404,7 +404,12 @@ class ChainDrivingTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
 
-class _Transport:
+class RecordingProducer:
+    """
+    A push producer (or the transport it stands for) that records the calls
+    it gets in C{events}.
+    """
+
     def __init__(self):
         self.events = []
 
@@ -429,7 +434,7 @@ class BackpressureTests(SynchronousTestCase):
         The transport resumes only when neither the client nor the filter
         holds it.
         """
-        transport = _Transport()
+        transport = RecordingProducer()
         gate = _Gate(transport)
         client = _ClientPressure(gate)
         client.pauseProducing()
@@ -453,7 +458,7 @@ class _TrickleResponse:
     headerPairs = [(b"content-type", b"text/plain")]
 
     def __init__(self):
-        self.transport = _Transport()
+        self.transport = RecordingProducer()
         self.protocol = None
 
     def deliverBody(self, protocol):
