@@ -482,3 +482,26 @@ class FrontEndTests(SynchronousTestCase):
         channel.resumeProducing()
         self.assertEqual(producer.events[-1], "stop")
         self.assertRaises(ValueError, request.registerProducer, producer, False)
+
+    def test_clientNotReadingAborted(self):
+        """
+        A client that does not take the buffered part of its response
+        within the idle timeout is cut off; one that catches up in time is
+        not.
+        """
+        resource = RecordingResource()
+        channel, transport = self.connect(resource, headerTimeout=0, bodyTimeout=10)
+        channel.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        request = resource.requests[0]
+        request.write(b"part of a large body")
+        self.clock.advance(5)
+        channel.pauseProducing()
+        self.clock.advance(9)
+        channel.resumeProducing()
+        self.clock.advance(30)
+        self.assertFalse(transport.disconnecting)
+        channel.pauseProducing()
+        self.clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(10)
+        self.assertTrue(transport.disconnected)

@@ -603,6 +603,7 @@ class GatewayChannel(Protocol):
     _receiving: Optional[ClientRequest] = None
     _bodyReceived = 0
     _writeBlocked = False
+    _writeBlockedSince = 0.0
     _responseProducer = None
     _headerTimer = None
     _headerWaitSince: Optional[float] = None
@@ -695,6 +696,7 @@ class GatewayChannel(Protocol):
 
     def pauseProducing(self) -> None:
         self._writeBlocked = True
+        self._writeBlockedSince = self.site.reactor.seconds()
         self._pauseReading("writes")
         if self._responseProducer is not None:
             self._responseProducer.pauseProducing()
@@ -983,13 +985,24 @@ class GatewayChannel(Protocol):
         """
         Close a connection silent for the site's C{timeOut}: between
         requests or while a request body arrives (not while a response is
-        being made, nor while the body stream holds the client back).
+        being made, nor while the body stream holds the client back); and
+        abort one whose client has not taken the buffered part of its
+        response (the transport's full buffer) within as long, as nginx's
+        C{send_timeout} does.
         """
         self._idleTimer = None
         timeout = self.site.timeOut
         if self._closing or self._refused or not timeout:
             return
         reactor = self.site.reactor
+        if self._writeBlocked:
+            blocked = reactor.seconds() - self._writeBlockedSince
+            if blocked >= timeout:
+                self._closing = True
+                self.transport.abortConnection()
+                return
+            self._idleTimer = reactor.callLater(timeout - blocked, self._idleTimerFired)
+            return
         if self.requests and (self._receiving is None or "body" in self._readPauses):
             self._idleTimer = reactor.callLater(timeout, self._idleTimerFired)
             return
