@@ -48,7 +48,9 @@ class GatewaySettings:
     @ivar vm: the Wasm runtime's name.
     @ivar maxBodySize: largest request body accepted, bytes.
     @ivar headerTimeout: seconds a client has to send its headers.
-    @ivar bodyTimeout: seconds of silence allowed while a body arrives.
+    @ivar bodyTimeout: seconds of silence allowed while a request body
+        arrives, between requests, and while a client does not take its
+        response.
     @ivar drainTimeout: seconds in-flight requests get on stop.
     """
 

@@ -131,7 +131,8 @@ class Options(usage.Options):
          % DEFAULT_FILTERS_PATH],
         ["max-body-size", None, None, "Largest request body accepted (e.g. 8m, 0 = unlimited) [default: 8m]"],
         ["header-timeout", None, 60.0, "Seconds a client has to send its request headers", float],
-        ["body-timeout", None, 60.0, "Seconds of silence allowed while a request body arrives", float],
+        ["body-timeout", None, 60.0, "Seconds of silence allowed while a request body arrives, between"
+         " requests, and while a client does not take its response", float],
         ["drain-timeout", None, 10.0, "Seconds in-flight requests get to finish on SIGTERM", float],
         ["access-log", None, "off", "Access log destination: off, stdout, stderr or a file path"],
         ["access-log-format", None, "json", "Access log format: json (Kong's log serializer) or combined"],
