@@ -637,9 +637,6 @@ class GatewayChannel(Protocol):
     def write(self, data: bytes) -> None:
         sendNow(self.transport, data)
 
-    def writeSequence(self, pieces: List[bytes]) -> None:
-        sendNow(self.transport, b"".join(pieces))
-
     def loseConnection(self) -> None:
         self._closing = True
         self.transport.loseConnection()
