@@ -452,6 +452,44 @@ class ConnectionHandlingTests(TestCase):
         self.assertGreater(len(received), count * size)
 
 
+    @defer.inlineCallbacks
+    def test_clientLeavingResponseUntakenCutOff(self):
+        """
+        A client that stops reading a large streamed response is cut off
+        once it left the gateway's buffered part untaken for
+        C{--body-timeout}; the gateway goes on serving.
+        """
+        gateway = yield startGateway(self, ECHO_CONFIG, extraArgs=["--body-timeout", "1"])
+        size = 256 * 1024 * 1024
+        connection = socket.socket()
+        self.addCleanup(connection.close)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        connection.settimeout(30)
+        connection.connect(("127.0.0.1", gateway.proxyPort))
+        connection.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        yield deferLater(3.5)
+        received = yield threads.deferToThread(_readUntilCut, connection)
+        self.assertLess(received, size)
+        fine = yield fetch("GET", gateway.proxyURL + "/anything")
+        self.assertEqual(fine.status, 200)
+
+
+def _readUntilCut(connection: socket.socket) -> int:
+    """
+    Read until the server closes or resets the connection; @return: the
+    bytes read.
+    """
+    received = 0
+    while True:
+        try:
+            chunk = connection.recv(1 << 20)
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += len(chunk)
+
+
 def _readUntilClosed(connection: socket.socket) -> bytes:
     chunks = []
     while True:
