@@ -602,7 +602,6 @@ class GatewayChannel(Protocol):
     _bodyDecoder = None
     _receiving: Optional[ClientRequest] = None
     _bodyReceived = 0
-    _writeBlocked = False
     _writeBlockedSince = 0.0
     _responseProducer = None
     _headerTimer = None
@@ -659,7 +658,7 @@ class GatewayChannel(Protocol):
             self._feedBody(data)
             return
         self._buffer += data
-        if self.requests or self._writeBlocked:
+        if self.requests or "writes" in self._readPauses:
             self._holdPipelined()
             return
         self._parseHeads()
@@ -692,14 +691,12 @@ class GatewayChannel(Protocol):
     # The transport's producer: the client reads its responses, or not.
 
     def pauseProducing(self) -> None:
-        self._writeBlocked = True
         self._writeBlockedSince = self.site.reactor.seconds()
         self._pauseReading("writes")
         if self._responseProducer is not None:
             self._responseProducer.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self._writeBlocked = False
         self._resumeReading("writes")
         if self._responseProducer is not None:
             self._responseProducer.resumeProducing()
@@ -716,7 +713,7 @@ class GatewayChannel(Protocol):
         client reads the response.
         """
         self._responseProducer = producer
-        if producer is not None and self._writeBlocked:
+        if producer is not None and "writes" in self._readPauses:
             producer.pauseProducing()
 
     def _parseHeads(self) -> None:
@@ -922,12 +919,12 @@ class GatewayChannel(Protocol):
         inside the end of the previous one), unless the client does not
         read its responses.
         """
-        if self._buffer and self._resumeCall is None and not self._writeBlocked:
+        if self._buffer and self._resumeCall is None and "writes" not in self._readPauses:
             self._resumeCall = self.site.reactor.callLater(0, self._parseBuffered)
 
     def _parseBuffered(self) -> None:
         self._resumeCall = None
-        if not self.requests and not self._refused and not self._closing and not self._writeBlocked:
+        if not self.requests and not self._refused and not self._closing and "writes" not in self._readPauses:
             self._parseHeads()
 
     # Refusing.
@@ -992,7 +989,7 @@ class GatewayChannel(Protocol):
         if self._closing or self._refused or not timeout:
             return
         reactor = self.site.reactor
-        if self._writeBlocked:
+        if "writes" in self._readPauses:
             blocked = reactor.seconds() - self._writeBlockedSince
             if blocked >= timeout:
                 self._closing = True
