@@ -5,6 +5,7 @@ front end, at the byte level.
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -505,3 +506,38 @@ class FrontEndTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(10)
         self.assertTrue(transport.disconnected)
+
+    def test_timeoutsLogged(self):
+        """
+        Each cut-off of a misbehaving client is logged with the client's
+        address and the timeout: an incomplete head (408), a body that
+        stopped arriving, a response left untaken. A kept-alive connection
+        closing when idle is not.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def cutOffs():
+            return [formatEvent(event) for event in events
+                    if event.get("log_namespace", "").startswith("twistgate.web.http1server")]
+
+        idle, _ = self.connect(RecordingResource(answerWhole), headerTimeout=5, bodyTimeout=10)
+        idle.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        self.clock.advance(30)
+        self.assertEqual(cutOffs(), [])
+        partial, _ = self.connect(RecordingResource(), headerTimeout=5, bodyTimeout=10)
+        partial.dataReceived(b"GET / HTTP/1.1\r\nHost")
+        self.clock.advance(6)
+        body, _ = self.connect(RecordingResource(), headerTimeout=5, bodyTimeout=10)
+        body.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        self.clock.advance(11)
+        untaken, _ = self.connect(RecordingResource(), headerTimeout=5, bodyTimeout=10)
+        untaken.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        untaken.pauseProducing()
+        self.clock.advance(21)
+        self.assertEqual(cutOffs(), [
+            "client 192.168.1.1:54321 sent an incomplete request head for 5 s: 408, closed",
+            "client 192.168.1.1:54321 sent nothing of its request body for 10 s: closed",
+            "client 192.168.1.1:54321 took none of its response for 10 s: aborted",
+        ])

@@ -972,6 +972,8 @@ class GatewayChannel(Protocol):
             return
         self._headerWaitSince = None
         if self._buffer and self.transport is not None:
+            self.site.log.info("client {peer} sent an incomplete request head for {timeout:g} s: 408, closed",
+                               peer=self._peerText(), timeout=timeout)
             self.transport.write(rawResponse(408, MESSAGES[408]))
         self.loseConnection()
 
@@ -992,6 +994,8 @@ class GatewayChannel(Protocol):
         if "writes" in self._readPauses:
             blocked = reactor.seconds() - self._writeBlockedSince
             if blocked >= timeout:
+                self.site.log.info("client {peer} took none of its response for {timeout:g} s: aborted",
+                                   peer=self._peerText(), timeout=timeout)
                 self._closing = True
                 self.transport.abortConnection()
                 return
@@ -1004,7 +1008,14 @@ class GatewayChannel(Protocol):
         if waited < timeout:
             self._idleTimer = reactor.callLater(timeout - waited, self._idleTimerFired)
             return
+        if self._receiving is not None:
+            self.site.log.info("client {peer} sent nothing of its request body for {timeout:g} s: closed",
+                               peer=self._peerText(), timeout=timeout)
         self.loseConnection()
+
+    def _peerText(self) -> str:
+        peer = self.getPeer()
+        return "{}:{}".format(getattr(peer, "host", "?"), getattr(peer, "port", "?"))
 
     def _cancelTimers(self) -> None:
         self._headerWaitSince = None
