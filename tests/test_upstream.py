@@ -247,7 +247,13 @@ class HTTP11ClientTests(SynchronousTestCase):
         return self.client.request(service or _service(), method, path, [(b"host", b"h")],
                                    (lambda: producer) if producer is not None else None)
 
-    def body(self, response, pump):
+    def receive(self, response):
+        """
+        Deliver C{response}'s body into lists.
+
+        @return: the list of chunks received and the list of end reasons,
+            filled as the body arrives.
+        """
         chunks = []
         ended = []
 
@@ -259,6 +265,10 @@ class HTTP11ClientTests(SynchronousTestCase):
                 ended.append(reason)
 
         response.deliverBody(Receiver())
+        return chunks, ended
+
+    def body(self, response, pump):
+        chunks, ended = self.receive(response)
         pump.flush()
         return b"".join(chunks), ended[0] if ended else None
 
@@ -329,17 +339,7 @@ class HTTP11ClientTests(SynchronousTestCase):
         pump = self.completer.succeedOnce()
         pump.flush()
         response = self.successResultOf(d)
-        chunks = []
-        ended = []
-
-        class Receiver(Protocol):
-            def dataReceived(self, data):
-                chunks.append(data)
-
-            def connectionLost(self, reason):
-                ended.append(reason)
-
-        response.deliverBody(Receiver())
+        chunks, ended = self.receive(response)
         self.assertEqual(ended, [])
         pump.server.transport.loseConnection()
         pump.flush()
